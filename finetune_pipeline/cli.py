@@ -1,0 +1,97 @@
+"""The `finetune-pipeline` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, load_config
+from finetune_pipeline.lib.lineage import format_lineage, version_lineage
+
+
+def _use_repo_dagster_home() -> Path:
+    """A persistent local Dagster instance (SQLite) unless DAGSTER_HOME says otherwise."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.config:
+        os.environ["FINETUNE_PIPELINE_CONFIG"] = str(Path(args.config).resolve())
+    cfg = load_config(os.environ.get("FINETUNE_PIPELINE_CONFIG"))
+    home = _use_repo_dagster_home()
+
+    import dagster as dg
+
+    from finetune_pipeline.definitions import defs
+    from finetune_pipeline.lib.demo_summary import print_summary
+
+    started = time.time()
+    with dg.DagsterInstance.get() as instance:
+        print(f"Dagster instance: {home} (open the UI with: dagster dev -w workspace.yaml)", flush=True)
+        result = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance, raise_on_error=False)
+        if not result.success:
+            _report_failure(result)
+            return 1
+        refs = {name: result.output_for_node(name) for name in
+                ("raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model")}
+        versions = [refs["base_model"].info["version_key"], refs["merged_model"].info["version_key"]]
+        evals = {}
+        eval_job = defs.resolve_job_def("evaluate_version")
+        for version in versions:
+            r = eval_job.execute_in_process(instance=instance, partition_key=version, raise_on_error=False)
+            if not r.success:
+                _report_failure(r)
+                return 1
+            evals[version] = r.output_for_node("model_eval")
+    print_summary(cfg, refs, evals, time.time() - started)
+    return 0
+
+
+def _report_failure(result) -> None:
+    for event in result.all_events:
+        if event.is_failure and event.event_specific_data is not None:
+            error = getattr(event.event_specific_data, "error", None)
+            if error is not None:
+                print(f"FAILED in {event.step_key}: {error.message.strip()}", file=sys.stderr)
+    for check in result.get_asset_check_evaluations():
+        if not check.passed:
+            print(f"CHECK FAILED: {check.asset_key.to_user_string()}.{check.check_name}: "
+                  f"{ {k: v.value for k, v in check.metadata.items()} }", file=sys.stderr)
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config or os.environ.get("FINETUNE_PIPELINE_CONFIG"))
+    tree = version_lineage(cfg.artifacts_dir, args.version)
+    print(json.dumps(tree, indent=2) if args.json else format_lineage(tree))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="finetune-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="materialize the whole graph through a local Dagster instance and summarise")
+    demo.add_argument("--config", help="config YAML (default: $FINETUNE_PIPELINE_CONFIG or configs/demo.yaml)")
+    demo.set_defaults(func=cmd_demo)
+    lineage = sub.add_parser("lineage", help="print a model version's chain back to the raw files")
+    lineage.add_argument("version", help="a model version key, e.g. lora-0123abcd4567")
+    lineage.add_argument("--config")
+    lineage.add_argument("--json", action="store_true", help="print the lineage tree as JSON")
+    lineage.set_defaults(func=cmd_lineage)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
+        print(f"finetune-pipeline {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

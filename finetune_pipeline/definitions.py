@@ -1,0 +1,28 @@
+"""The Dagster code location: builds Definitions from `defs/`, nothing else."""
+
+import dagster as dg
+
+from finetune_pipeline.defs import data, evaluation, training
+from finetune_pipeline.defs.settings import PipelineSettings
+
+train_and_merge = dg.define_asset_job(
+    "train_and_merge",
+    selection=dg.AssetSelection.groups("data", "training"),
+    description="Raw files -> dataset -> adapter -> merged model; registers the new model version.",
+)
+evaluate_version = dg.define_asset_job(
+    "evaluate_version",
+    selection=dg.AssetSelection.assets(evaluation.model_eval),
+    partitions_def=training.MODEL_VERSIONS,
+    description="Evaluate one model version (a partition) on the current test split.",
+)
+
+defs = dg.Definitions(
+    assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
+            training.merged_model, evaluation.model_eval],
+    asset_checks=[data.rows_accounted_for, data.no_input_shared_between_splits, data.min_train_rows,
+                  data.recommended_train_rows, training.merged_matches_base_plus_adapter],
+    jobs=[train_and_merge, evaluate_version],
+    sensors=[evaluation.evaluate_new_versions],
+    resources={"settings": PipelineSettings(), "pipes_subprocess_client": dg.PipesSubprocessClient()},
+)

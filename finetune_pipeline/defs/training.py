@@ -1,0 +1,93 @@
+"""Training stage: base model, LoRA adapter (a Pipes child), merged model."""
+
+
+import base64
+import io
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
+from finetune_pipeline.lib import stages
+from finetune_pipeline.lib.artifacts import ArtifactRef
+from finetune_pipeline.lib.merge import merged_matches_adapter
+
+MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")
+
+
+@dg.asset(group_name="training", kinds={"huggingface", "safetensors"}, code_version=stages.CODE_VERSIONS["base_model"],
+          description="The base model as local safetensors; also registered as a model version (the baseline).")
+def base_model(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
+    ref = stages.base_model(settings.load(), context.run_id, log_to(context))
+    context.instance.add_dynamic_partitions(MODEL_VERSIONS.name, [ref.info["version_key"]])
+    return artifact_output(ref, spec=ref.info["spec"], model_dir=dg.MetadataValue.path(ref.info["model_dir"]),
+                           version_key=ref.info["version_key"])
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "peft"}, pool="gpu", code_version=stages.CODE_VERSIONS["lora_adapter"],
+          description="LoRA adapter weights, trained in a child process through Dagster Pipes.")
+def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
+                 pipes_subprocess_client: dg.PipesSubprocessClient,
+                 base_model: ArtifactRef, training_dataset: ArtifactRef) -> dg.Output:
+    def launch(spec_path: Path) -> dict:
+        invocation = pipes_subprocess_client.run(
+            command=[sys.executable, "-m", "finetune_pipeline.train_child", str(spec_path)], context=context)
+        messages = invocation.get_custom_messages()
+        if not messages:
+            raise RuntimeError("the training child finished without reporting a result")
+        return messages[-1]
+
+    ref = stages.lora_adapter(settings.load(), base_model, training_dataset, launch, context.run_id, log_to(context))
+    if ref.cache_hit:
+        context.log.info(f"lora_adapter: cache hit, reused {ref.path}")
+    info = ref.info
+    metadata = {k: info[k] for k in ("train_loss", "final_loss", "eval_loss", "steps", "tokens_seen",
+                                     "tokens_per_second", "train_seconds") if info.get(k) is not None}
+    if info.get("loss_curve"):
+        metadata["loss_curve"] = dg.MetadataValue.md(_loss_curve_markdown(info["loss_curve"]))
+    return artifact_output(ref, **metadata)
+
+
+def _loss_curve_markdown(curve: list[dict]) -> str:
+    """A PNG loss curve embedded in markdown, which the UI renders inline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
+    for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
+        points = [(p["step"], p[key]) for p in curve if key in p]
+        if points:
+            ax.plot(*zip(*points), marker="o" if key == "eval_loss" else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return f"![loss curve](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+@dg.asset(group_name="training", kinds={"peft", "safetensors"}, code_version=stages.CODE_VERSIONS["merged_model"],
+          description="Base + adapter merged (merge_and_unload) into a plain transformers model; a model version.")
+def merged_model(context: dg.AssetExecutionContext, settings: PipelineSettings, base_model: ArtifactRef,
+                 lora_adapter: ArtifactRef) -> dg.Output:
+    ref = stages.merged_model(settings.load(), base_model, lora_adapter, context.run_id, log_to(context))
+    context.instance.add_dynamic_partitions(MODEL_VERSIONS.name, [ref.info["version_key"]])
+    return artifact_output(ref, version_key=ref.info["version_key"])
+
+
+@dg.asset_check(asset=merged_model, blocking=True,
+                additional_ins={name: dg.AssetIn(name) for name in ("base_model", "lora_adapter", "training_dataset")},
+                description="The merged model loads with plain AutoModelForCausalLM and matches base + adapter "
+                            "greedily on three val prompts.")
+def merged_matches_base_plus_adapter(merged_model: ArtifactRef, base_model: ArtifactRef,
+                                     lora_adapter: ArtifactRef, training_dataset: ArtifactRef) -> dg.AssetCheckResult:
+    prompts = stages.sample_val_prompts(training_dataset, 3)
+    same, rows = merged_matches_adapter(Path(base_model.info["model_dir"]), lora_adapter.dir, merged_model.dir, prompts)
+    table = "| base + adapter | merged |\n|---|---|\n" + "\n".join(
+        f"| {r['adapter'][:80]!r} | {r['merged'][:80]!r} |" for r in rows)
+    return dg.AssetCheckResult(passed=same, metadata={"prompts": len(rows), "outputs": dg.MetadataValue.md(table)})

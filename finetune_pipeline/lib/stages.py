@@ -1,0 +1,211 @@
+"""The pipeline's stages as plain functions: config + input refs -> artifact ref.
+
+Each stage computes its recipe key from its inputs' keys, its config section
+and its code version; if that artifact exists it is reused (a cache hit),
+otherwise it is built in a temporary folder and renamed into place with its
+lineage. The Dagster assets in `finetune_pipeline.defs` are thin wrappers
+around these; tests and the CLI can call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from finetune_pipeline.lib.artifacts import ArtifactRef, ArtifactStore, hash_file, recipe_key
+from finetune_pipeline.lib.base_models import load_tokenizer, resolve_base_model
+from finetune_pipeline.lib.cleaning import clean, read_split, write_dataset
+from finetune_pipeline.lib.collate import count_tokens
+from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.evaluate import evaluate_model_dir, write_predictions
+from finetune_pipeline.lib.merge import merge_adapter
+from finetune_pipeline.lib.raw_files import RawRow, list_raw_files, read_raw_folder
+from finetune_pipeline.lib.train import TrainSpec, require_cuda_for
+from finetune_pipeline.lib.versions import Registry, base_key, lora_key
+
+# Bump a stage's code version when its output for the same inputs changes;
+# that (and only that) invalidates the stage's cached artifacts.
+CODE_VERSIONS = {
+    "raw_examples": "1",
+    "base_model": "1",
+    "training_dataset": "1",
+    "lora_adapter": "1",
+    "merged_model": "1",
+    "model_eval": "1",
+}
+
+Log = Callable[[str], None]
+# Runs the training child for a spec file and returns its result dict.
+Launcher = Callable[[Path], dict[str, Any]]
+
+
+def _store(cfg: PipelineConfig) -> ArtifactStore:
+    return ArtifactStore(cfg.artifacts_dir)
+
+
+def raw_examples(cfg: PipelineConfig, run_id: str | None = None, log: Log = print) -> ArtifactRef:
+    """Snapshot every raw file into an immutable artifact (rows.jsonl + file list)."""
+    raw_dir = cfg.raw_dir
+    files = list_raw_files(raw_dir)
+    file_hashes = {str(p.relative_to(raw_dir)): hash_file(p) for p in files}
+    recipe = {"files": file_hashes, "mapping": cfg.section("data")["mapping"], "code": CODE_VERSIONS["raw_examples"]}
+    key = recipe_key(recipe)
+    store = _store(cfg)
+    if hit := store.find("raw_examples", key):
+        log(f"cache hit: raw files unchanged, reusing raw_examples/{key}")
+        return hit
+    rows = read_raw_folder(raw_dir, cfg.data.mapping)
+    with store.write("raw_examples", key, inputs=[{"asset": "raw file", "path": str(raw_dir / f), "sha256": h}
+                                                  for f, h in file_hashes.items()],
+                     config={"raw_dir": str(raw_dir), "mapping": recipe["mapping"]},
+                     code_version=CODE_VERSIONS["raw_examples"], run_id=run_id) as out:
+        with open(out.dir / "rows.jsonl", "w") as f:
+            for r in rows:
+                f.write(json.dumps(r.__dict__, ensure_ascii=False, default=str) + "\n")
+        per_file = {name: sum(1 for r in rows if r.file == name) for name in file_hashes}
+        out.info.update(raw_rows=len(rows), files={n: {"sha256": file_hashes[n], "rows": c} for n, c in per_file.items()})
+    log(f"raw_examples: {len(rows)} rows from {len(files)} file(s)")
+    return out.ref
+
+
+def load_raw_rows(ref: ArtifactRef) -> list[RawRow]:
+    with open(ref.dir / "rows.jsonl") as f:
+        return [RawRow(**json.loads(line)) for line in f]
+
+
+def base_model(cfg: PipelineConfig, run_id: str | None = None, log: Log = print) -> ArtifactRef:
+    """Resolve the base model to local safetensors and register it as a version."""
+    model = resolve_base_model(cfg.model.base_model, cfg.model_cache_dir)
+    recipe = {"spec": model.spec, "content": model.content_hash, "code": CODE_VERSIONS["base_model"]}
+    key = recipe_key(recipe)
+    store = _store(cfg)
+    ref = store.find("base_model", key)
+    if ref is None:
+        with store.write("base_model", key, inputs=[{"asset": "base model", **model.source}],
+                         config=cfg.section("model"), code_version=CODE_VERSIONS["base_model"], run_id=run_id) as out:
+            out.info.update(spec=model.spec, model_dir=str(model.path), content_hash=model.content_hash,
+                            version_key=base_key(model.slug))
+            (out.dir / "model_ref.json").write_text(json.dumps({"model_dir": str(model.path)}) + "\n")
+        ref = out.ref
+    else:
+        log(f"cache hit: base model unchanged, reusing base_model/{key}")
+    Registry(cfg.artifacts_dir).register(ref.info["version_key"], "base", path=ref.info["model_dir"],
+                                         lineage=ref.path, info={"spec": model.spec})
+    return ref
+
+
+def training_dataset(cfg: PipelineConfig, raw: ArtifactRef, base: ArtifactRef, run_id: str | None = None,
+                     log: Log = print) -> ArtifactRef:
+    data_cfg = cfg.section("data")
+    # The tokenizer decides token lengths, so the base model is part of the recipe.
+    recipe = {"raw": raw.key, "tokenizer": base.key, "data": data_cfg, "code": CODE_VERSIONS["training_dataset"]}
+    key = recipe_key(recipe)
+    store = _store(cfg)
+    if hit := store.find("training_dataset", key):
+        log(f"cache hit: raw data and rules unchanged, reusing training_dataset/{key}")
+        return hit
+    tokenizer = load_tokenizer(Path(base.info["model_dir"]))
+    result = clean(load_raw_rows(raw), cfg.data, lambda messages: count_tokens(tokenizer, messages))
+    with store.write("training_dataset", key, inputs=[raw.as_input(), base.as_input()], config=data_cfg,
+                     code_version=CODE_VERSIONS["training_dataset"], run_id=run_id) as out:
+        stats = write_dataset(result, out.dir)
+        out.info.update(stats)
+    log(f"training_dataset: kept {stats['kept']} of {stats['raw_rows']} rows {stats['splits']}, "
+        f"quarantined {stats['quarantined']} {stats['reasons']}")
+    return out.ref
+
+
+def launch_subprocess(spec_path: Path) -> dict[str, Any]:
+    """Run the training child without Dagster (used by tests and scripts)."""
+    proc = subprocess.run([sys.executable, "-m", "finetune_pipeline.train_child", str(spec_path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, launch: Launcher = launch_subprocess,
+                 run_id: str | None = None, log: Log = print) -> ArtifactRef:
+    train_cfg = cfg.section("train")
+    require_cuda_for(cfg.train.quantization)  # before anything is loaded or launched
+    recipe = {"base": base.key, "dataset": dataset.key, "train": train_cfg, "code": CODE_VERSIONS["lora_adapter"]}
+    key = recipe_key(recipe)
+    store = _store(cfg)
+    if hit := store.find("lora_adapter", key):
+        log(f"cache hit: base model, dataset and training config unchanged; reusing adapter lora_adapter/{key} "
+            f"(trained in run {hit.lineage().get('dagster_run_id')}), no training needed")
+        return hit
+    with store.write("lora_adapter", key, inputs=[base.as_input(), dataset.as_input()], config=train_cfg,
+                     code_version=CODE_VERSIONS["lora_adapter"], run_id=run_id) as out, \
+            tempfile.TemporaryDirectory(prefix="finetune-train-") as work:
+        spec = TrainSpec(
+            base_model_dir=base.info["model_dir"],
+            train_file=str(dataset.dir / "train.jsonl"),
+            val_file=str(dataset.dir / "val.jsonl"),
+            output_dir=str(out.dir),
+            work_dir=work,
+            train=train_cfg,
+            trust_remote_code=cfg.model.base_model in cfg.model.trust_remote_code_allow,
+        )
+        spec_path = Path(work) / "spec.json"
+        spec_path.write_text(json.dumps(spec.__dict__))
+        result = launch(spec_path)
+        if not (out.dir / "adapter_model.safetensors").is_file():
+            raise RuntimeError("training child exited without saving adapter_model.safetensors")
+        out.info.update(result)
+    return out.ref
+
+
+def merged_model(cfg: PipelineConfig, base: ArtifactRef, adapter: ArtifactRef, run_id: str | None = None,
+                 log: Log = print) -> ArtifactRef:
+    recipe = {"base": base.key, "adapter": adapter.key, "code": CODE_VERSIONS["merged_model"]}
+    key = recipe_key(recipe)
+    store = _store(cfg)
+    ref = store.find("merged_model", key)
+    if ref is None:
+        with store.write("merged_model", key, inputs=[base.as_input(), adapter.as_input()], config={},
+                         code_version=CODE_VERSIONS["merged_model"], run_id=run_id) as out:
+            merge_adapter(Path(base.info["model_dir"]), adapter.dir, out.dir)
+            out.info.update(version_key=lora_key(adapter.key))
+        ref = out.ref
+    else:
+        log(f"cache hit: reusing merged_model/{key}")
+    Registry(cfg.artifacts_dir).register(ref.info["version_key"], "lora_merged", path=ref.path, lineage=ref.path,
+                                         info={"adapter": adapter.path, "base": base.info["spec"]})
+    return ref
+
+
+def model_eval(cfg: PipelineConfig, version_key: str, dataset: ArtifactRef, run_id: str | None = None,
+               log: Log = print) -> ArtifactRef:
+    """Evaluate the named version (never "the latest") on the dataset's test split."""
+    manifest = Registry(cfg.artifacts_dir).get(version_key)
+    if manifest["kind"] == "openai":
+        raise NotImplementedError("evaluating OpenAI fine-tuned models needs the OpenAI-compatible eval backend")
+    eval_cfg = cfg.section("eval")
+    version_input = {"asset": "model_version", "key": version_key, "path": manifest["lineage"] or manifest["path"]}
+    recipe = {"version": version_input, "dataset": dataset.key, "eval": eval_cfg, "code": CODE_VERSIONS["model_eval"]}
+    key = recipe_key(recipe)
+    store = _store(cfg)
+    if hit := store.find("model_eval", key):
+        log(f"cache hit: {version_key} already evaluated on test split of dataset {dataset.key}")
+        return hit
+    report, rows = evaluate_model_dir(Path(manifest["path"]), dataset.dir / "test.jsonl",
+                                      max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                                      limit=cfg.eval.limit)
+    with store.write("model_eval", key, inputs=[version_input, dataset.as_input()], config=eval_cfg,
+                     code_version=CODE_VERSIONS["model_eval"], run_id=run_id) as out:
+        report.update(version=version_key, dataset=dataset.key, test_file=str(dataset.dir / "test.jsonl"))
+        (out.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_predictions(rows, out.dir / "predictions.jsonl")
+        out.info.update(report)
+    log(f"model_eval[{version_key}]: {report['metrics']}")
+    return out.ref
+
+
+def sample_val_prompts(dataset: ArtifactRef, n: int = 3) -> list[list[dict[str, str]]]:
+    records = read_split(dataset.dir / "val.jsonl") or read_split(dataset.dir / "train.jsonl")
+    return [r["messages"] for r in records[:n]]

@@ -1,0 +1,38 @@
+"""Entry point of the training child process: `python -m finetune_pipeline.train_child SPEC.json`.
+
+Launched by the `lora_adapter` asset through Dagster Pipes; it reports progress
+to the Dagster run log and hands its result back as a Pipes custom message.
+Run by hand (no Pipes context), it prints progress to stdout instead, so the
+same entry point works under `torchrun`, `accelerate launch` or on a GPU pod.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from finetune_pipeline.lib.train import TrainSpec, train_lora
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m finetune_pipeline.train_child SPEC.json", file=sys.stderr)
+        return 2
+    spec = TrainSpec.load(Path(argv[0]))
+
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        result = train_lora(spec, report=lambda line: print(line, flush=True))
+        print(json.dumps({k: v for k, v in result.items() if k != "loss_curve"}))
+        return 0
+    with open_dagster_pipes() as pipes:
+        result = train_lora(spec, report=pipes.log.info)
+        pipes.report_custom_message(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+import pytest
+
+from finetune_pipeline.lib.metrics import (
+    aggregate,
+    expected_fields,
+    markdown_table,
+    parse_json_object,
+    score_example,
+)
+
+EXPECTED = '{"name": "Ada", "age": 36, "city": "London"}'
+FIELDS = ["age", "city", "name"]
+
+
+def test_parse_accepts_objects_with_surrounding_whitespace():
+    assert parse_json_object('  {"a": 1}\n') == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[{"a": 1}]',  # list, not an object
+        '"a string"',
+        "42",
+        "Sure! Here is the JSON you asked for.",
+        '{"a": 1, "b": ',  # truncated by max_new_tokens
+        '```json\n{"a": 1}\n```',  # fences are not stripped
+        "",
+    ],
+)
+def test_parse_rejects_non_objects(text):
+    assert parse_json_object(text) is None
+
+
+def test_exact_match_ignores_key_order_and_whitespace():
+    pred = '{"city":"London","age":36,\n "name":"Ada"}'
+    score = score_example(pred, EXPECTED, FIELDS)
+    assert score["valid_json"] is True
+    assert score["exact_match"] is True
+    assert score["fields"] == {"age": True, "city": True, "name": True}
+
+
+def test_exact_match_falls_back_to_stripped_strings():
+    assert score_example("  yes \n", "yes", [])["exact_match"] is True
+    assert score_example("no", "yes", [])["exact_match"] is False
+
+
+def test_per_field_partial_credit():
+    pred = '{"name": "Ada", "age": "36"}'  # wrong type for age, city missing
+    score = score_example(pred, EXPECTED, FIELDS)
+    assert score["valid_json"] is True
+    assert score["exact_match"] is False
+    assert score["fields"] == {"age": False, "city": False, "name": True}
+
+
+def test_extra_key_breaks_exact_match_but_not_fields():
+    pred = '{"name": "Ada", "age": 36, "city": "London", "note": "x"}'
+    score = score_example(pred, EXPECTED, FIELDS)
+    assert score["exact_match"] is False
+    assert all(score["fields"].values())
+
+
+def test_invalid_prediction_gets_no_field_credit():
+    # Even a field the expected output lacks is not credited to unparseable output.
+    score = score_example('{"name": "Ada"', EXPECTED, FIELDS + ["zip"])
+    assert score["valid_json"] is False
+    assert score["exact_match"] is False
+    assert not any(score["fields"].values())
+
+
+def test_expected_fields_is_sorted_union_of_object_keys():
+    outputs = ['{"b": 1, "a": 2}', '{"c": 3}', "not json", '["x"]']
+    assert expected_fields(outputs) == ["a", "b", "c"]
+
+
+def test_aggregate_known_fractions():
+    preds = [
+        EXPECTED,  # all correct
+        '{"name": "Ada", "age": 36, "city": "Paris"}',  # city wrong
+        '{"name": "Bob"}',  # only... nothing right
+        "I think the answer is Ada.",  # invalid
+    ]
+    scores = [score_example(p, EXPECTED, FIELDS) for p in preds]
+    agg = aggregate(scores, FIELDS)
+    assert agg == {
+        "n": 4,
+        "exact_match": 0.25,
+        "valid_json": 0.75,
+        "accuracy/age": 0.5,
+        "accuracy/city": 0.25,
+        "accuracy/name": 0.5,
+    }
+
+
+def test_aggregate_empty_gives_zeros():
+    agg = aggregate([], ["name"])
+    assert agg == {"n": 0, "exact_match": 0.0, "valid_json": 0.0, "accuracy/name": 0.0}
+
+
+def test_markdown_table_default_columns_and_formatting():
+    rows = {
+        "base": {"n": 4, "exact_match": 0.25, "accuracy/name": 2 / 3},
+        "lora-v1": {"n": 4, "exact_match": 1.0, "accuracy/name": 1.0},
+    }
+    lines = markdown_table(rows).splitlines()
+    assert lines[0] == "| version | exact_match | accuracy/name | n |"
+    assert set(lines[1]) <= {"|", "-", ":"} and lines[1].count("|") == 5
+    assert lines[2] == "| base | 0.250 | 0.667 | 4 |"
+    assert lines[3] == "| lora-v1 | 1.000 | 1.000 | 4 |"
+    assert len(lines) == 4
+
+
+def test_markdown_table_explicit_metrics():
+    rows = {"base": {"n": 4, "exact_match": 0.5, "valid_json": 0.75}}
+    table = markdown_table(rows, metrics=["valid_json"])
+    assert table.splitlines()[0] == "| version | valid_json |"
+    assert table.splitlines()[2] == "| base | 0.750 |"
+    assert "0.500" not in table
