@@ -1,36 +1,9 @@
 import pytest
 import torch
-import transformers
 
 from finetune_pipeline.lib.generate import generate_batched, strip_assistant
 
-# Temporary: to be replaced by a shared conftest fixture.
-TOKENIZER_DIR = "/tmp/smol_st"
-
-
-@pytest.fixture(scope="module")
-def tiny_lm():
-    """A tiny random Llama with a real chat-template tokenizer (fast on CPU)."""
-    tok = transformers.AutoTokenizer.from_pretrained(TOKENIZER_DIR)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        # The default 0.02 makes a random model emit one whitespace token forever,
-        # which would make every output "" and the comparisons below vacuous.
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
-    return model, tok
+# `tiny_lm` (a seeded random Llama with SmolLM2's tokenizer) comes from conftest.py.
 
 
 def _conv(text: str) -> list[dict]:

@@ -1,0 +1,45 @@
+"""The code location loads and the asset graph is the one the design describes."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from finetune_pipeline.definitions import defs
+
+
+def _key(name):
+    return dg.AssetKey(name)
+
+
+def test_definitions_load_with_expected_assets_groups_and_edges():
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model", "model_eval"}
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {"raw_examples": "data", "training_dataset": "data", "base_model": "training",
+                      "lora_adapter": "training", "merged_model": "training", "model_eval": "evaluation"}
+    parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+               for k in graph.get_all_asset_keys()}
+    assert parents["training_dataset"] == ["base_model", "raw_examples"]
+    assert parents["lora_adapter"] == ["base_model", "training_dataset"]
+    assert parents["merged_model"] == ["base_model", "lora_adapter"]
+    assert parents["model_eval"] == ["base_model", "merged_model", "training_dataset"]
+
+
+def test_training_runs_in_the_gpu_pool_and_eval_is_partitioned_by_version():
+    graph = defs.resolve_asset_graph()
+    assert graph.get(_key("lora_adapter")).pools == {"gpu"}
+    partitions = graph.get(_key("model_eval")).partitions_def
+    assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "model_versions"
+
+
+def test_blocking_checks_guard_training():
+    specs = {(spec.asset_key.to_user_string(), spec.name): spec.blocking
+             for checks in defs.asset_checks for spec in checks.check_specs}
+    assert specs == {
+        ("training_dataset", "rows_accounted_for"): True,
+        ("training_dataset", "no_input_shared_between_splits"): True,
+        ("training_dataset", "min_train_rows"): True,
+        ("training_dataset", "recommended_train_rows"): False,  # a warning, not a stop
+        ("merged_model", "merged_matches_base_plus_adapter"): True,
+    }

@@ -1,0 +1,98 @@
+"""The whole graph materialized in process through a real (temporary) Dagster instance."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from finetune_pipeline import cli
+from finetune_pipeline.definitions import defs
+from finetune_pipeline.lib.config import load_config
+from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config, write_jsonl, seed_row
+
+
+@pytest.fixture
+def instance(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+        yield inst
+
+
+def _materialization(instance, asset: str, partition: str | None = None):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+        limit=1).records
+    return records[0].asset_materialization
+
+
+def test_full_graph_then_cache_hit_then_lineage(tmp_path, monkeypatch, instance, capsys):
+    config_path = write_config(tmp_path, SAMPLE_RAW)
+    monkeypatch.setenv("FINETUNE_PIPELINE_CONFIG", str(config_path))
+
+    result = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance)
+    assert result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"rows_accounted_for": True, "no_input_shared_between_splits": True, "min_train_rows": True,
+                      "recommended_train_rows": False, "merged_matches_base_plus_adapter": True}
+
+    # Training ran in a Pipes child and streamed its progress into the run log.
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("step 4/4" in m and "tokens/s" in m and "ETA" in m for m in logs)
+    adapter_meta = _materialization(instance, "lora_adapter").metadata
+    assert adapter_meta["cache_hit"].value is False
+    assert adapter_meta["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
+    dataset_meta = _materialization(instance, "training_dataset").metadata
+    assert dataset_meta["raw_rows"].value == dataset_meta["kept"].value + dataset_meta["quarantined"].value == 672
+
+    # Both versions are partitions of model_eval; evaluate each by name.
+    versions = sorted(instance.get_dynamic_partitions("model_versions"))
+    assert versions[0] == "base-tiny-random" and versions[1].startswith("lora-")
+    eval_job = defs.resolve_job_def("evaluate_version")
+    for version in versions:
+        assert eval_job.execute_in_process(instance=instance, partition_key=version).success
+        meta = _materialization(instance, "model_eval", version).metadata
+        assert meta["n"].value == 6 and 0.0 <= meta["valid_json"].value <= 1.0
+        assert "accuracy_category" in meta and version in meta["report"].value
+
+    # Second run through the CLI: nothing changed, so the adapter is reused.
+    assert cli.main(["demo", "--config", str(config_path)]) == 0
+    out = capsys.readouterr().out
+    assert "adapter: CACHE HIT (reused, not retrained)" in out
+    assert _materialization(instance, "lora_adapter").metadata["cache_hit"].value is True
+    assert f"| {versions[0]} |" in out and f"| {versions[1]} |" in out
+
+    # Lineage from the fine-tuned version back to the raw file.
+    assert cli.main(["lineage", versions[1], "--config", str(config_path)]) == 0
+    text = capsys.readouterr().out
+    cfg = load_config(config_path)
+    adapter_key = versions[1].removeprefix("lora-")
+    assert f"lora_adapter {adapter_key}" in text
+    assert "training_dataset " in text and "raw_examples " in text
+    assert "support_tickets.jsonl" in text and "sha256=" in text
+    assert "spec: tiny-random" in text and "'learning_rate': 0.005" in text
+    assert str(cfg.artifacts_dir) in text
+
+
+def test_blocking_check_stops_training_on_too_little_data(tmp_path, monkeypatch, instance):
+    config_path = write_config(tmp_path, SAMPLE_RAW, data={"raw_dir": str(SAMPLE_RAW), "min_train_rows": 10_000})
+    monkeypatch.setenv("FINETUNE_PIPELINE_CONFIG", str(config_path))
+    result = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["min_train_rows"] is False
+    assert instance.get_latest_materialization_event(dg.AssetKey("lora_adapter")) is None
+
+
+def test_empty_raw_folder_fails_with_the_folder_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "empty").mkdir()
+    config_path = write_config(tmp_path, tmp_path / "empty")
+    assert cli.main(["demo", "--config", str(config_path)]) == 1
+    assert f"no raw files under {tmp_path / 'empty'}" in capsys.readouterr().err
+
+
+def test_unknown_version_lineage_is_a_clear_error(tmp_path, capsys):
+    config_path = write_config(tmp_path, SAMPLE_RAW)
+    assert cli.main(["lineage", "lora-doesnotexist", "--config", str(config_path)]) == 2
+    assert "'lora-doesnotexist' is not registered" in capsys.readouterr().err
