@@ -13,6 +13,11 @@ from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, load_config
 from finetune_pipeline.lib.lineage import format_lineage, version_lineage
 
 
+# The console shows INFO and up (progress, cache hits, failures); the full
+# DEBUG event log is still stored in the instance and shown in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def _use_repo_dagster_home() -> Path:
     """A persistent local Dagster instance (SQLite) unless DAGSTER_HOME says otherwise."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
@@ -36,7 +41,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.time()
     with dg.DagsterInstance.get() as instance:
         print(f"Dagster instance: {home} (open the UI with: dagster dev -w workspace.yaml)", flush=True)
-        result = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def("train_and_merge").execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False)
         if not result.success:
             _report_failure(result)
             return 1
@@ -46,7 +52,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         evals = {}
         eval_job = defs.resolve_job_def("evaluate_version")
         for version in versions:
-            r = eval_job.execute_in_process(instance=instance, partition_key=version, raise_on_error=False)
+            r = eval_job.execute_in_process(instance=instance, partition_key=version, run_config=QUIET,
+                                            raise_on_error=False)
             if not r.success:
                 _report_failure(r)
                 return 1

@@ -88,7 +88,7 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
-    epochs: float = 2.0
+    epochs: float = 1.0
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     # LoRA tolerates a much larger learning rate than full fine-tuning.

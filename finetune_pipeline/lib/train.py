@@ -79,6 +79,7 @@ def train_lora(spec: TrainSpec, report: Report = print) -> dict[str, Any]:
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
 
     set_seed(tc["seed"])
     tokenizer = load_tokenizer(Path(spec.base_model_dir))
@@ -131,6 +132,8 @@ def train_lora(spec: TrainSpec, report: Report = print) -> dict[str, Any]:
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=make_collator(tokenizer), callbacks=[progress],
     )
+    # Progress goes through `report` (the Dagster log); don't also print raw log dicts.
+    trainer.remove_callback(PrinterCallback)
     started = time.time()
     out = trainer.train()
     seconds = time.time() - started
