@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
         result = train_lora(spec, report=lambda line: print(line, flush=True))
-        print(json.dumps({k: v for k, v in result.items() if k != "loss_curve"}))
+        print(json.dumps(result))  # the last line of stdout is the result
         return 0
     with open_dagster_pipes() as pipes:
         result = train_lora(spec, report=pipes.log.info)
