@@ -90,3 +90,15 @@ def test_config_unknown_field_is_named(tmp_path):
     path.write_text("train:\n  lora:\n    rank: 8\n")
     with pytest.raises(ConfigError, match=r"c\.yaml\.train\.lora: unknown field\(s\) \['rank'\]"):
         load_config(path)
+
+
+def test_cost_estimates_use_the_price_table():
+    from finetune_pipeline.lib.config import CostConfig
+    from finetune_pipeline.lib.costs import UnknownPriceError, local_training_cost, openai_training_cost
+
+    costs = CostConfig(device="h100", hourly_usd={"h100": 4.0},
+                       openai_training_per_1m_tokens={"gpt-4o-mini-2024-07-18": 3.0})
+    assert local_training_cost(1800, costs, devices=2) == pytest.approx(4.0)
+    assert openai_training_cost("gpt-4o-mini-2024-07-18", 2_000_000, costs) == pytest.approx(6.0)
+    with pytest.raises(UnknownPriceError, match="no OpenAI training price for 'davinci'"):
+        openai_training_cost("davinci", 1, costs)

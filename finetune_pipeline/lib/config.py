@@ -111,11 +111,30 @@ class EvalConfig:
 
 
 @dataclass
+class CostConfig:
+    """Price table for the estimated cost of each model version (USD).
+
+    Defaults are list prices at the time of writing; override them with your
+    own contract prices. `device` names the hardware a local training ran on.
+    """
+
+    device: str = "cpu"
+    # USD per device-hour of local training.
+    hourly_usd: dict[str, float] = field(default_factory=lambda: {"cpu": 0.10, "a10g": 1.21, "l4": 0.80,
+                                                                  "a100-80gb": 3.67, "h100": 4.50})
+    # USD per 1M trained tokens for OpenAI fine-tuning, by base model.
+    openai_training_per_1m_tokens: dict[str, float] = field(default_factory=lambda: {
+        "gpt-4o-mini-2024-07-18": 3.00, "gpt-4.1-mini-2025-04-14": 5.00, "gpt-4o-2024-08-06": 25.00,
+        "gpt-4.1-2025-04-14": 25.00, "gpt-3.5-turbo-0125": 8.00})
+
+
+@dataclass
 class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    costs: CostConfig = field(default_factory=CostConfig)
     # Content-addressed artifacts live here (git-ignored by default).
     artifacts_root: str = "data/artifacts"
     # Converted base models (GGUF -> safetensors) are cached here.
