@@ -62,10 +62,29 @@ def test_file_that_is_not_jsonl_names_file_and_problem(tmp_path):
         read_raw_folder(tmp_path, ColumnMapping())
 
 
-def test_non_utf8_file_names_file(tmp_path):
+def test_wholly_non_utf8_file_names_file(tmp_path):
     (tmp_path / "latin.jsonl").write_bytes('{"input": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(RawDataError, match=r"latin\.jsonl: not UTF-8"):
+    with pytest.raises(RawDataError, match=r"latin\.jsonl: not UTF-8 text: none of its 1 lines decodes"):
         read_raw_folder(tmp_path, ColumnMapping())
+
+
+def test_one_non_utf8_line_quarantines_that_line_only(tmp_path):
+    good = json.dumps(seed_row("My invoice shows a double charge"))
+    bad = json.dumps(seed_row("Le caf\u00e9 is closed, refund me")).replace("\\u00e9", "\xe9")
+    (tmp_path / "mixed.jsonl").write_bytes(good.encode() + b"\n" + bad.encode("latin-1") + b"\n")
+    result = _clean(read_raw_folder(tmp_path, ColumnMapping()))
+    assert len(result.records) == 1
+    [q] = result.rejected
+    assert (q.file, q.row, q.reason) == ("mixed.jsonl", 2, "not_utf8")
+    assert "byte 0xe9" in q.message and "caf\\xe9" in q.raw  # the raw bytes are kept, escaped
+
+
+def test_every_unreadable_file_is_named_at_once(tmp_path):
+    (tmp_path / "a.jsonl").write_text("not json\n")
+    (tmp_path / "b.parquet").write_text("not parquet")
+    with pytest.raises(RawDataError, match=r"2 raw files cannot be read:\n  a\.jsonl: .*\n  b\.parquet: ") as e:
+        read_raw_folder(tmp_path, ColumnMapping())
+    assert [f for f, _ in e.value.problems] == ["a.jsonl", "b.parquet"]
 
 
 def test_mapping_naming_a_missing_column_names_file_and_column(tmp_path):
@@ -83,18 +102,23 @@ def test_each_rule_quarantines_with_file_row_and_reason(tmp_path):
         seed_row("short"),
         seed_row("A perfectly fine message about billing"),  # exact duplicate
         seed_row("a PERFECTLY fine   message about billing"),  # near duplicate
-        seed_row("A perfectly fine message about billing", category="technical"),  # conflict
+        seed_row("The app crashes on start"),
+        seed_row("the app crashes on start", category="technical"),  # conflict: both rows go
     ]
     path = write_jsonl(tmp_path / "raw.jsonl", rows)
-    path.write_text(path.read_text() + "{broken json\n")
+    path.write_text(path.read_text() + "{broken json\n" + "[1, 2]\n" + '{"input": "cut off')
     result = _clean(read_raw_folder(tmp_path, ColumnMapping()))
     got = {(q.row, q.reason) for q in result.rejected}
     assert got == {(2, "missing_output"), (3, "output_not_json"), (4, "output_not_object"),
                    (5, "input_too_short"), (6, "exact_duplicate"), (7, "near_duplicate"),
-                   (8, "conflicting_duplicate"), (9, "unreadable_row")}
-    assert all(q.message.startswith(f"raw.jsonl row {q.row}: {q.reason}") for q in result.rejected)
-    assert result.raw_rows == len(result.records) + len(result.rejected) == 9
-    assert next(q for q in result.rejected if q.row == 9).raw == "{broken json"
+                   (8, "conflicting_duplicate"), (9, "conflicting_duplicate"), (10, "not_json"),
+                   (11, "not_an_object"), (12, "truncated_line")}
+    assert [q.row for q in result.rejected] == sorted(q.row for q in result.rejected)  # input order
+    assert all(q.message.startswith(f"raw.jsonl row {q.row}: {q.reason}: ") for q in result.rejected)
+    assert result.raw_rows == len(result.records) + len(result.rejected) == 12
+    assert [r.row for r in result.records] == [1]
+    assert next(q for q in result.rejected if q.row == 10).raw == "{broken json"
+    assert "raw.jsonl row 8, raw.jsonl row 9" in next(q for q in result.rejected if q.row == 8).message
 
 
 def test_token_limit_uses_the_real_tokenizer(tmp_path, tokenizer):

@@ -2,7 +2,9 @@
 
 Nothing is lost: every raw row ends up either kept (in exactly one split) or in
 the quarantine with one reason (a rule name) and a message naming its file and
-row. The split of a record is a function of its normalised user input alone,
+row. Rows whose inputs match (case and spacing ignored) keep only the first;
+if their outputs differ, the labels conflict and every row of the group is
+quarantined, since nothing says which label is right. The split of a record is a function of its normalised user input alone,
 so it never changes as the data grows and a duplicate of a test row can never
 reach train.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune_pipeline.lib.config import ColumnMapping, DataConfig
-from finetune_pipeline.lib.raw_files import RawRow
+from finetune_pipeline.lib.raw_files import RawRow, json_type
 
 SPLITS = ("train", "val", "test")
 ROLES = {"system", "user", "assistant"}
@@ -100,7 +102,7 @@ def to_messages(data: dict[str, Any], mapping: ColumnMapping) -> list[dict[str, 
         if messages is None or messages == []:
             raise RowError("missing_messages", f"no {mapping.messages!r} list")
         if not isinstance(messages, list):
-            raise RowError("missing_messages", f"{mapping.messages!r} is a {type(messages).__name__}, not a list")
+            raise RowError("missing_messages", f"{mapping.messages!r} is a JSON {json_type(messages)}, not a list")
         if mapping.default_system_prompt and not any(
             isinstance(m, dict) and m.get("role") == "system" for m in messages
         ):
@@ -129,7 +131,7 @@ def to_messages(data: dict[str, Any], mapping: ColumnMapping) -> list[dict[str, 
     messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
     if system:
         if not isinstance(system, str):
-            raise RowError("bad_content", f"system prompt is a {type(system).__name__}, not text")
+            raise RowError("bad_content", f"system prompt is a {json_type(system)}, not text")
         messages.insert(0, {"role": "system", "content": system})
     return messages
 
@@ -139,7 +141,7 @@ def _required_text(data: dict[str, Any], column: str, reason: str) -> str:
     if value is None:
         raise RowError(reason, f"field {column!r} is missing")
     if not isinstance(value, str):
-        raise RowError("bad_content", f"field {column!r} is a {type(value).__name__}, not text")
+        raise RowError("bad_content", f"field {column!r} is a {json_type(value)}, not text")
     return value
 
 
@@ -147,7 +149,7 @@ def check_chat_format(messages: list[Any]) -> None:
     """OpenAI's chat fine-tuning rules: roles, keys, non-empty text, an assistant turn."""
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise RowError("bad_message", f"message {i} is a {type(m).__name__}, not an object")
+            raise RowError("bad_message", f"message {i} is a {json_type(m)}, not an object")
         unknown = set(m) - MESSAGE_KEYS
         if unknown:
             raise RowError("unrecognized_key", f"message {i} has unrecognised key(s) {sorted(unknown)}")
@@ -155,7 +157,7 @@ def check_chat_format(messages: list[Any]) -> None:
             raise RowError("unknown_role", f"message {i} has role {m.get('role')!r}; allowed: {sorted(ROLES)}")
         content = m.get("content")
         if not isinstance(content, str):
-            raise RowError("bad_content", f"message {i} content is {type(content).__name__}, not text")
+            raise RowError("bad_content", f"message {i} ({m['role']}) content is {json_type(content)}, not text")
         if not content.strip():
             raise RowError("empty_content", f"message {i} ({m['role']}) has empty content")
     if not any(m["role"] == "assistant" for m in messages):
@@ -177,26 +179,28 @@ def check_seed_rules(messages: list[dict[str, str]], cfg: DataConfig) -> None:
         except json.JSONDecodeError as e:
             raise RowError("output_not_json", f"assistant output is not valid JSON ({e.msg})") from e
         if not isinstance(value, dict):
-            raise RowError("output_not_object", f"assistant output is JSON {type(value).__name__}, not an object")
+            raise RowError("output_not_object", f"assistant output is a JSON {json_type(value)}, not an object")
 
 
 def clean(
     rows: list[RawRow],
     cfg: DataConfig,
     count_tokens: Callable[[list[dict[str, str]]], int],
+    files: list[str] | None = None,
 ) -> CleanResult:
-    records: list[Record] = []
-    rejected: list[Rejection] = []
-    # normalised input -> (output, where first seen)
-    seen: dict[str, tuple[str, str, str]] = {}
+    """Validate, deduplicate and split; `files` lists files to report even when they had no rows."""
+    rejected: list[tuple[int, Rejection]] = []  # (position in `rows`, rejection): quarantine keeps input order
 
-    def reject(row: RawRow, reason: str, detail: str) -> None:
+    def reject(i: int, row: RawRow, reason: str, detail: str) -> None:
         raw = row.data if row.data is not None else row.text
-        rejected.append(Rejection(row.file, row.row, reason, f"{row.file} row {row.row}: {reason}: {detail}", raw))
+        rejected.append((i, Rejection(row.file, row.row, reason, f"{row.file} row {row.row}: {reason}: {detail}", raw)))
 
-    for row in rows:
+    # Pass 1: every rule that looks at one row alone.
+    valid: list[tuple[int, RawRow, Record]] = []
+    for i, row in enumerate(rows):
         if row.data is None:
-            reject(row, "unreadable_row", row.error or "could not parse")
+            # `reason` is None only in raw snapshots written before parse errors had rule names.
+            reject(i, row, row.reason or "unreadable_row", row.error or "could not parse")
             continue
         try:
             messages = to_messages(row.data, cfg.mapping)
@@ -206,37 +210,52 @@ def clean(
             if n_tokens > cfg.max_tokens:
                 raise RowError("too_many_tokens", f"{n_tokens} tokens with the chat template; the limit is {cfg.max_tokens}")
         except RowError as e:
-            reject(row, e.reason, str(e))
+            reject(i, row, e.reason, str(e))
             continue
-        record = Record([{"role": m["role"], "content": m["content"]} for m in messages], row.file, row.row)
-        key = normalise_text(record.user_input)
-        if key in seen:
-            first_output, first_where, first_input = seen[key]
-            if _same_output(first_output, record.output):
-                kind = "exact_duplicate" if first_input == record.user_input else "near_duplicate"
-                reject(row, kind, f"same input as {first_where}")
-            else:
-                reject(row, "conflicting_duplicate", f"same input as {first_where} but a different output")
-            continue
-        seen[key] = (record.output, f"{row.file} row {row.row}", record.user_input)
-        record.split = split_of(record.user_input, cfg.val_fraction, cfg.test_fraction)
-        records.append(record)
+        valid.append((i, row, Record([{"role": m["role"], "content": m["content"]} for m in messages], row.file, row.row)))
 
-    per_file: dict[str, dict[str, int]] = {}
+    # Pass 2: rows that share a normalised input. One output: keep the first,
+    # the rest are duplicates. Several outputs: the labels conflict and nothing
+    # says which is right, so none of the group is trained on.
+    groups: dict[str, list[tuple[int, RawRow, Record]]] = {}
+    for item in valid:
+        groups.setdefault(normalise_text(item[2].user_input), []).append(item)
+    kept: list[tuple[int, Record]] = []
+    for group in groups.values():
+        first_i, first_row, first = group[0]
+        where = f"{first_row.file} row {first_row.row}"
+        outputs = {_canonical_output(r.output) for _, _, r in group}
+        if len(outputs) > 1:
+            rows_named = ", ".join(f"{row.file} row {row.row}" for _, row, _ in group)
+            for i, row, _ in group:
+                reject(i, row, "conflicting_duplicate",
+                       f"{len(group)} rows share this input with {len(outputs)} different outputs ({rows_named}); "
+                       "the labels conflict, so none of them is used")
+            continue
+        for i, row, record in group[1:]:
+            kind = "exact_duplicate" if record.user_input == first.user_input else "near_duplicate"
+            reject(i, row, kind, f"same input as {where}")
+        first.split = split_of(first.user_input, cfg.val_fraction, cfg.test_fraction)
+        kept.append((first_i, first))
+    records = [r for _, r in sorted(kept, key=lambda x: x[0])]
+    rejections = [q for _, q in sorted(rejected, key=lambda x: x[0])]
+
+    per_file: dict[str, dict[str, int]] = {f: {"raw_rows": 0, "kept": 0, "quarantined": 0} for f in files or []}
     for r in rows:
         per_file.setdefault(r.file, {"raw_rows": 0, "kept": 0, "quarantined": 0})["raw_rows"] += 1
     for r in records:
         per_file[r.file]["kept"] += 1
-    for r in rejected:
-        per_file[r.file]["quarantined"] += 1
-    return CleanResult(records, rejected, len(rows), per_file)
+    for q in rejections:
+        per_file[q.file]["quarantined"] += 1
+    return CleanResult(records, rejections, len(rows), per_file)
 
 
-def _same_output(a: str, b: str) -> bool:
+def _canonical_output(text: str) -> str:
+    """Outputs that mean the same: equal JSON values, or equal text up to surrounding space."""
     try:
-        return json.loads(a) == json.loads(b)
+        return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False)
     except json.JSONDecodeError:
-        return a.strip() == b.strip()
+        return text.strip()
 
 
 def write_dataset(result: CleanResult, out: Path) -> dict[str, Any]:

@@ -23,16 +23,16 @@ from finetune_pipeline.lib.collate import count_tokens
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.evaluate import evaluate_model_dir, write_predictions
 from finetune_pipeline.lib.merge import merge_adapter
-from finetune_pipeline.lib.raw_files import RawRow, list_raw_files, read_raw_folder
+from finetune_pipeline.lib.raw_files import RawDataError, RawRow, list_raw_files, raw_name, read_raw_folder
 from finetune_pipeline.lib.train import TrainSpec, require_cuda_for
 from finetune_pipeline.lib.versions import Registry, base_key, lora_key
 
 # Bump a stage's code version when its output for the same inputs changes;
 # that (and only that) invalidates the stage's cached artifacts.
 CODE_VERSIONS = {
-    "raw_examples": "1",
+    "raw_examples": "2",  # 2: parse errors carry a rule name; per-line UTF-8; csv module
     "base_model": "1",
-    "training_dataset": "1",
+    "training_dataset": "2",  # 2: conflicting labels quarantine the whole group
     "lora_adapter": "1",
     "merged_model": "1",
     "model_eval": "1",
@@ -50,8 +50,8 @@ def _store(cfg: PipelineConfig) -> ArtifactStore:
 def raw_examples(cfg: PipelineConfig, run_id: str | None = None, log: Log = print) -> ArtifactRef:
     """Snapshot every raw file into an immutable artifact (rows.jsonl + file list)."""
     raw_dir = cfg.raw_dir
-    files = list_raw_files(raw_dir)
-    file_hashes = {str(p.relative_to(raw_dir)): hash_file(p) for p in files}
+    files = {raw_name(p, raw_dir): p for p in list_raw_files(raw_dir)}
+    file_hashes = {name: hash_file(p) for name, p in files.items()}
     recipe = {"files": file_hashes, "mapping": cfg.section("data")["mapping"], "code": CODE_VERSIONS["raw_examples"]}
     key = recipe_key(recipe)
     store = _store(cfg)
@@ -59,6 +59,12 @@ def raw_examples(cfg: PipelineConfig, run_id: str | None = None, log: Log = prin
         log(f"cache hit: raw files unchanged, reusing raw_examples/{key}")
         return hit
     rows = read_raw_folder(raw_dir, cfg.data.mapping)
+    # The key names the bytes hashed above; a file still being written must not
+    # be snapshotted under the hash of its earlier state.
+    now = {raw_name(p, raw_dir): p for p in list_raw_files(raw_dir)}
+    changed = sorted((set(now) ^ set(files)) | {n for n, p in now.items() if n in files and hash_file(p) != file_hashes[n]})
+    if changed:
+        raise RawDataError(f"raw file(s) changed while being read: {changed}; run again once they are complete")
     with store.write("raw_examples", key, inputs=[{"asset": "raw file", "path": str(raw_dir / f), "sha256": h}
                                                   for f, h in file_hashes.items()],
                      config={"raw_dir": str(raw_dir), "mapping": recipe["mapping"]},
@@ -109,7 +115,8 @@ def training_dataset(cfg: PipelineConfig, raw: ArtifactRef, base: ArtifactRef, r
         log(f"cache hit: raw data and rules unchanged, reusing training_dataset/{key}")
         return hit
     tokenizer = load_tokenizer(Path(base.info["model_dir"]))
-    result = clean(load_raw_rows(raw), cfg.data, lambda messages: count_tokens(tokenizer, messages))
+    result = clean(load_raw_rows(raw), cfg.data, lambda messages: count_tokens(tokenizer, messages),
+                   files=list(raw.info.get("files", {})))
     with store.write("training_dataset", key, inputs=[raw.as_input(), base.as_input()], config=data_cfg,
                      code_version=CODE_VERSIONS["training_dataset"], run_id=run_id) as out:
         stats = write_dataset(result, out.dir)
