@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune_pipeline.lib.config import ColumnMapping, DataConfig
-from finetune_pipeline.lib.raw_files import RawRow, json_type
+from finetune_pipeline.lib.raw_files import RawRow, described, json_type
 
 SPLITS = ("train", "val", "test")
 ROLES = {"system", "user", "assistant"}
@@ -131,7 +131,7 @@ def to_messages(data: dict[str, Any], mapping: ColumnMapping) -> list[dict[str, 
     messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
     if system:
         if not isinstance(system, str):
-            raise RowError("bad_content", f"system prompt is a {json_type(system)}, not text")
+            raise RowError("bad_content", f"system prompt is {described(system)}, not text")
         messages.insert(0, {"role": "system", "content": system})
     return messages
 
@@ -141,7 +141,7 @@ def _required_text(data: dict[str, Any], column: str, reason: str) -> str:
     if value is None:
         raise RowError(reason, f"field {column!r} is missing")
     if not isinstance(value, str):
-        raise RowError("bad_content", f"field {column!r} is a {json_type(value)}, not text")
+        raise RowError("bad_content", f"field {column!r} is {described(value)}, not text")
     return value
 
 
@@ -149,7 +149,7 @@ def check_chat_format(messages: list[Any]) -> None:
     """OpenAI's chat fine-tuning rules: roles, keys, non-empty text, an assistant turn."""
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise RowError("bad_message", f"message {i} is a {json_type(m)}, not an object")
+            raise RowError("bad_message", f"message {i} is {described(m)}, not an object")
         unknown = set(m) - MESSAGE_KEYS
         if unknown:
             raise RowError("unrecognized_key", f"message {i} has unrecognised key(s) {sorted(unknown)}")
@@ -157,7 +157,7 @@ def check_chat_format(messages: list[Any]) -> None:
             raise RowError("unknown_role", f"message {i} has role {m.get('role')!r}; allowed: {sorted(ROLES)}")
         content = m.get("content")
         if not isinstance(content, str):
-            raise RowError("bad_content", f"message {i} ({m['role']}) content is {json_type(content)}, not text")
+            raise RowError("bad_content", f"message {i} ({m['role']}) content is {described(content)}, not text")
         if not content.strip():
             raise RowError("empty_content", f"message {i} ({m['role']}) has empty content")
     if not any(m["role"] == "assistant" for m in messages):

@@ -236,6 +236,12 @@ def _parse_jsonl(data: bytes, rel: str) -> list[RawRow]:
     return rows
 
 
+def described(value: Any) -> str:
+    """'null', 'a number', 'an array': a value's JSON type with its article, for messages."""
+    t = json_type(value)
+    return t if t == "null" else f"{'an' if t[0] in 'aeiou' else 'a'} {t}"
+
+
 def json_type(value: Any) -> str:
     """A value's type in JSON's words (what a user sees in the file), not Python's."""
     return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
