@@ -9,6 +9,16 @@ reproducible. The payload's own file hashes are recorded in `lineage.json`.
 A folder is written under a temporary sibling name and renamed when complete;
 `lineage.json` is the last file written, so a folder without it never
 exists under a final name and a killed run leaves nothing that looks finished.
+Files are fsynced before the rename, so a power cut cannot leave a final
+folder with empty files either.
+
+Stale temporary folders (a run killed mid-write) are never read: `find` only
+looks at final names. They are removed by the next write into the same asset
+folder when their name says they belong to this machine and their process is
+gone; a temporary folder of a live process, or of another machine sharing the
+storage, is left alone. Two runs writing the same key both finish: the first
+rename wins, the second sees a finished artifact and drops its own copy (same
+recipe, so the same content up to non-determinism).
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import json
 import os
 import shutil
 import subprocess
+import re
+import socket
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +41,39 @@ from finetune_pipeline.lib.config import PROJECT_ROOT, stable_json
 
 LINEAGE_FILE = "lineage.json"
 KEY_LENGTH = 16  # hex characters: 64 bits, plenty for one project's artifacts
+# .tmp-<key>-<host id>-<pid>-<random>: who is writing, so stale ones can be told from live ones.
+TMP_PATTERN = re.compile(r"^\.tmp-(?P<key>.+)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def host_id() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    try:  # a killed process not yet reaped by its parent is a zombie: gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def remove_stale_tmp(folder: Path) -> list[Path]:
+    """Remove temporary artifact folders in `folder` left by dead processes of this machine."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    me = host_id()
+    for p in folder.iterdir():
+        m = TMP_PATTERN.match(p.name)
+        if m and m["host"] == me and int(m["pid"]) != os.getpid() and _process_gone(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def hash_text(text: str) -> str:
@@ -124,7 +169,8 @@ class ArtifactStore:
         """Yield a temporary folder; on success add lineage.json and rename it into place."""
         final = self.dir(asset, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        remove_stale_tmp(final.parent)
+        tmp = final.parent / f".tmp-{key}-{host_id()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         pending = PendingArtifact(Path(tmp))
         try:
@@ -147,14 +193,19 @@ class ArtifactStore:
                 "info": pending.info,
             }
             _write_json(tmp / LINEAGE_FILE, lineage)
+            _fsync_tree(tmp)
             try:
                 os.rename(tmp, final)
             except OSError:
                 # Another run finished the same recipe first: same key, same
-                # inputs, so its artifact is as good as ours. Keep theirs.
+                # inputs, so its artifact is as good as ours. Keep theirs, and
+                # describe theirs, so what we report matches what is on disk.
                 if not (final / LINEAGE_FILE).is_file():
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
+                pending.info = read_lineage(final).get("info", {})
+                pending.lost_race = True
+            _fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -168,6 +219,27 @@ class PendingArtifact:
     dir: Path
     info: dict[str, Any] = field(default_factory=dict)
     ref: ArtifactRef | None = None
+    lost_race: bool = False  # another run renamed the same key into place first
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under root to disk before it gets its final name."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
 
 
 def _write_json(path: Path, value: Any) -> None:
