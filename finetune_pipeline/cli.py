@@ -81,6 +81,30 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_data(args: argparse.Namespace) -> int:
+    """Counts per file and per reason; exit 1 only when an input cannot be read at all."""
+    config_path = args.config or os.environ.get("FINETUNE_PIPELINE_CONFIG")
+    cfg = load_config(config_path)
+    from finetune_pipeline.lib.base_models import load_tokenizer, resolve_base_model
+    from finetune_pipeline.lib.check_data import check_data, format_report
+    from finetune_pipeline.lib.config import DEFAULT_CONFIG
+    from finetune_pipeline.lib.collate import count_tokens
+
+    # Token lengths are measured as training_dataset measures them: the base model's tokenizer.
+    tokenizer = load_tokenizer(resolve_base_model(cfg.model.base_model, cfg.model_cache_dir).path)
+    check = check_data(args.paths, cfg.data, lambda messages: count_tokens(tokenizer, messages))
+    print(f"check-data: {len(check.files)} file(s) read, {len(check.unreadable)} unreadable; "
+          f"rules of {config_path or DEFAULT_CONFIG}, mapping {cfg.data.mapping.format!r}, "
+          f"max_tokens {cfg.data.max_tokens} ({cfg.model.base_model} tokenizer)")
+    print("\n".join(format_report(check, examples=args.examples)))
+    for message in check.unreadable.values():
+        print(f"finetune-pipeline check-data: cannot read {message}", file=sys.stderr)
+    if not check.accounted_for:
+        print("finetune-pipeline check-data: rows not accounted for (a bug): raw != kept + quarantined", file=sys.stderr)
+    print(json.dumps(check.summary(), ensure_ascii=False, sort_keys=True), flush=True)
+    return 0 if check.accounted_for and not check.unreadable else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="finetune-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("--config")
     lineage.add_argument("--json", action="store_true", help="print the lineage tree as JSON")
     lineage.set_defaults(func=cmd_lineage)
+    check = sub.add_parser("check-data", help="run the raw and dataset rules on files or folders; print counts "
+                                              "per file and reason, then one JSON line")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="raw files (*.jsonl, *.csv, *.parquet) or folders")
+    check.add_argument("--config", help="config YAML whose data rules, mapping and base model tokenizer to use "
+                                        "(default: $FINETUNE_PIPELINE_CONFIG or configs/demo.yaml)")
+    check.add_argument("--examples", type=int, default=3, metavar="N",
+                       help="print the first N quarantined rows of each reason (default 3)")
+    check.set_defaults(func=cmd_check_data)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

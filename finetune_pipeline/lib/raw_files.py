@@ -71,8 +71,8 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def scan_raw_folder(raw_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The raw files under a folder, and (file, problem) for each one refused.
+def scan_raw_folder(raw_dir: Path, prefix: str = "") -> tuple[list[Path], list[tuple[str, str]]]:
+    """The raw files under a folder, and (file, problem) for each one refused (names start with `prefix`).
 
     Symlinks are followed only while they stay inside the raw folder; one that
     leaves it is refused before anything reads it (a raw folder is often
@@ -89,14 +89,14 @@ def scan_raw_folder(raw_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
         for d in dirnames:
             p = here / d
             if p.is_symlink() and not _inside(p.resolve(), root):
-                name = raw_name(p, raw_dir)
+                name = prefix + raw_name(p, raw_dir)
                 problems.append((name, f"{name}: a symlinked folder pointing outside the raw folder "
                                        f"({os.readlink(p)}); refusing to read it"))
         for f in sorted(filenames):
             p = here / f
             if f.startswith(".") or p.suffix.lower() not in RAW_SUFFIXES:
                 continue
-            name = raw_name(p, raw_dir)
+            name = prefix + raw_name(p, raw_dir)
             target = p.resolve()
             if not _inside(target, root):
                 problems.append((name, f"{name}: a symlink to {os.readlink(p)}, outside the raw folder "
