@@ -129,12 +129,48 @@ class CostConfig:
 
 
 @dataclass
+class OpenAIConfig:
+    """OpenAI fine-tuning, the second trainer (asset `openai_fine_tuned_model`).
+
+    The API key is never in this file: it comes from $OPENAI_API_KEY through the
+    `openai_client` resource, which also holds base URL, retries and timeout.
+    """
+
+    # It costs money, so the asset skips (and spends nothing) unless this is true,
+    # whatever selects it: "Materialize all", a schedule or its own job.
+    enabled: bool = False
+    # A dated snapshot, so the job (and its price in costs.openai_training_per_1m_tokens)
+    # cannot change under a moving alias.
+    base_model: str = "gpt-4o-mini-2024-07-18"
+    # Appears in the model id: ft:<base>:<org>:<suffix>:<id> (at most 64 characters).
+    suffix: str = "finetune-pipeline"
+    # An explicit epoch count keeps the cost predictable (tokens x epochs); "auto" lets OpenAI pick.
+    n_epochs: int | str = 3
+    batch_size: int | str = "auto"
+    learning_rate_multiplier: float | str = "auto"
+    seed: int = 42
+    # Longest example in tokens (tiktoken, counted as OpenAI's cookbook does); gpt-4o-mini
+    # trains on examples of up to 65,536 tokens, longer ones are an error here.
+    token_limit: int = 65536
+    # OpenAI refuses a training file with fewer than 10 examples.
+    min_examples: int = 10
+    # Polling: start at poll_interval_s, multiply by poll_backoff up to poll_max_interval_s.
+    # Jobs take minutes to hours; tests set these to 0.
+    poll_interval_s: float = 10.0
+    poll_max_interval_s: float = 120.0
+    poll_backoff: float = 1.5
+    # Stop waiting (the job keeps running; a rerun resumes polling the same job).
+    max_wait_s: float = 24 * 3600
+
+
+@dataclass
 class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     costs: CostConfig = field(default_factory=CostConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     # Content-addressed artifacts live here (git-ignored by default).
     artifacts_root: str = "data/artifacts"
     # Converted base models (GGUF -> safetensors) are cached here.
@@ -229,6 +265,20 @@ def validate(cfg: PipelineConfig, where: str) -> None:
         raise ConfigError(f"{where}: train.quantization must be 'none' or 'nf4', got {t.quantization!r}")
     if t.lora.r <= 0 or t.batch_size <= 0 or t.learning_rate <= 0:
         raise ConfigError(f"{where}: train.lora.r, train.batch_size and train.learning_rate must be positive")
+    _validate_openai(cfg.openai, where)
+
+
+def _validate_openai(o: OpenAIConfig, where: str) -> None:
+    for name, kind in (("n_epochs", int), ("batch_size", int), ("learning_rate_multiplier", (int, float))):
+        value = getattr(o, name)
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
+            raise ConfigError(f"{where}: openai.{name} must be 'auto' or a positive number, got {value!r}")
+    if not (0 < len(o.suffix) <= 64):
+        raise ConfigError(f"{where}: openai.suffix must have 1 to 64 characters, got {o.suffix!r}")
+    if o.token_limit <= 0 or o.min_examples < 1:
+        raise ConfigError(f"{where}: openai.token_limit and openai.min_examples must be positive")
+    if o.poll_interval_s < 0 or o.poll_max_interval_s < 0 or o.poll_backoff < 1:
+        raise ConfigError(f"{where}: openai.poll_interval_s and poll_max_interval_s must be >= 0, poll_backoff >= 1")
 
 
 def stable_json(value: Any) -> str:
