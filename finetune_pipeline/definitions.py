@@ -3,6 +3,7 @@
 import dagster as dg
 
 from finetune_pipeline.defs import data, evaluation, training
+from finetune_pipeline.defs import openai_training
 from finetune_pipeline.defs.settings import PipelineSettings
 
 train_and_merge = dg.define_asset_job(
@@ -19,10 +20,11 @@ evaluate_version = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
-            training.merged_model, evaluation.model_eval],
+            training.merged_model, evaluation.model_eval, openai_training.openai_fine_tuned_model],
     asset_checks=[data.rows_accounted_for, data.no_input_shared_between_splits, data.min_train_rows,
                   data.recommended_train_rows, training.merged_matches_base_plus_adapter],
-    jobs=[train_and_merge, evaluate_version],
+    jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune],
     sensors=[evaluation.evaluate_new_versions],
-    resources={"settings": PipelineSettings(), "pipes_subprocess_client": dg.PipesSubprocessClient()},
+    resources={"settings": PipelineSettings(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
+               "openai_client": openai_training.OpenAIClientResource()},
 )

@@ -14,15 +14,18 @@ def _key(name):
 def test_definitions_load_with_expected_assets_groups_and_edges():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model", "model_eval"}
+        "raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model", "model_eval",
+        "openai_fine_tuned_model"}
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {"raw_examples": "data", "training_dataset": "data", "base_model": "training",
-                      "lora_adapter": "training", "merged_model": "training", "model_eval": "evaluation"}
+                      "lora_adapter": "training", "merged_model": "training", "model_eval": "evaluation",
+                      "openai_fine_tuned_model": "openai"}
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
     assert parents["training_dataset"] == ["base_model", "raw_examples"]
     assert parents["lora_adapter"] == ["base_model", "training_dataset"]
     assert parents["merged_model"] == ["base_model", "lora_adapter"]
+    assert parents["openai_fine_tuned_model"] == ["training_dataset"]
     assert parents["model_eval"] == ["base_model", "merged_model", "training_dataset"]
 
 
