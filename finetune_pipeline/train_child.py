@@ -3,7 +3,9 @@
 Launched by the `lora_adapter` asset through Dagster Pipes; it reports progress
 to the Dagster run log and hands its result back as a Pipes custom message.
 Run by hand (no Pipes context), it prints progress to stdout instead, so the
-same entry point works under `torchrun`, `accelerate launch` or on a GPU pod.
+same entry point works on a GPU pod or under `torchrun --nproc_per_node N` /
+`accelerate launch`: there every rank trains, and rank 0 alone talks to
+Dagster (one Pipes connection per run) or prints the result.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from finetune_pipeline.lib.train import TrainSpec, train_lora
+from finetune_pipeline.lib.train import TrainSpec, rank, train_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,12 +26,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
+    if rank() != 0:
+        train_model(spec, report=lambda line: None)
+        return 0
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        result = train_lora(spec, report=lambda line: print(line, flush=True))
+        result = train_model(spec, report=lambda line: print(line, flush=True))
         print(json.dumps(result))  # the last line of stdout is the result
         return 0
     with open_dagster_pipes() as pipes:
-        result = train_lora(spec, report=pipes.log.info)
+        result = train_model(spec, report=pipes.log.info)
         pipes.report_custom_message(result)
     return 0
 

@@ -54,8 +54,10 @@ def test_lora_training_in_a_child_process_saves_the_adapter_alone(tiny_config):
     dataset = stages.training_dataset(tiny_config, raw, base)
     adapter = stages.lora_adapter(tiny_config, base, dataset)
     files = sorted(p.name for p in adapter.dir.iterdir())
-    # The adapter alone (no base weights): PEFT's two files, its model card, our lineage.
-    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "lineage.json"]
+    # The adapter alone (no base weights): PEFT's two files, its model card, the examples trained on
+    # at each step, our lineage.
+    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "examples_seen.jsonl",
+                     "lineage.json"]
     info = adapter.info
     assert info["steps"] == 4 and info["eval_loss"] is not None and info["tokens_seen"] > 0
     assert [p["step"] for p in info["loss_curve"] if "loss" in p] == [1, 2, 3, 4]

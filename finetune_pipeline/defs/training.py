@@ -12,6 +12,7 @@ from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, l
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.artifacts import ArtifactRef
 from finetune_pipeline.lib.merge import merged_matches_adapter
+from finetune_pipeline.lib.train import TrainSpec, child_command
 
 MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")
 
@@ -26,13 +27,18 @@ def base_model(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft"}, pool="gpu", code_version=stages.CODE_VERSIONS["lora_adapter"],
-          description="LoRA adapter weights, trained in a child process through Dagster Pipes.")
+          # A killed child or a lost node fails the step; the retry resumes from
+          # the last complete checkpoint in the recipe's work dir.
+          retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+          description="LoRA adapter weights (or a full fine-tune), trained in a child process through Dagster Pipes; "
+                      "resumes from its last complete checkpoint when retried.")
 def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
                  pipes_subprocess_client: dg.PipesSubprocessClient,
                  base_model: ArtifactRef, training_dataset: ArtifactRef) -> dg.Output:
     def launch(spec_path: Path) -> dict:
-        invocation = pipes_subprocess_client.run(
-            command=[sys.executable, "-m", "finetune_pipeline.train_child", str(spec_path)], context=context)
+        # One process, or train.num_processes under torchrun/accelerate; rank 0 talks Pipes.
+        command = child_command(sys.executable, spec_path, TrainSpec.load(spec_path).train)
+        invocation = pipes_subprocess_client.run(command=command, context=context)
         messages = invocation.get_custom_messages()
         if not messages:
             raise RuntimeError("the training child finished without reporting a result")
@@ -41,12 +47,21 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
     ref = stages.lora_adapter(settings.load(), base_model, training_dataset, launch, context.run_id, log_to(context))
     if ref.cache_hit:
         context.log.info(f"lora_adapter: cache hit, reused {ref.path}")
-    info = ref.info
-    metadata = {k: info[k] for k in ("train_loss", "final_loss", "eval_loss", "steps", "tokens_seen",
-                                     "tokens_per_second", "train_seconds") if info.get(k) is not None}
+    return artifact_output(ref, **_training_metadata(ref.info))
+
+
+def _training_metadata(info: dict) -> dict:
+    keys = ("method", "packing", "train_loss", "final_loss", "eval_loss", "best_step", "stopped_early", "steps",
+            "resumed_from_step", "num_processes", "general_examples", "tokens_seen", "train_seconds")
+    metadata = {k: info[k] for k in keys if info.get(k) is not None}
+    if info.get("tokens_per_second") is not None:
+        metadata["tokens_per_second"] = dg.MetadataValue.float(float(info["tokens_per_second"]))
+        metadata["throughput"] = f"{info['tokens_per_second']:,.0f} non-pad tokens/s"
+    if info.get("padding_fraction") is not None:
+        metadata["padding_fraction"] = dg.MetadataValue.float(float(info["padding_fraction"]))
     if info.get("loss_curve"):
         metadata["loss_curve"] = dg.MetadataValue.md(_loss_curve_markdown(info["loss_curve"]))
-    return artifact_output(ref, **metadata)
+    return metadata
 
 
 def _loss_curve_markdown(curve: list[dict]) -> str:

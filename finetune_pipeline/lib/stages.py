@@ -10,9 +10,10 @@ around these; tests and the CLI can call them directly.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,10 +22,12 @@ from finetune_pipeline.lib.base_models import load_tokenizer, resolve_base_model
 from finetune_pipeline.lib.cleaning import clean, read_split, write_dataset
 from finetune_pipeline.lib.collate import count_tokens
 from finetune_pipeline.lib.config import PipelineConfig
-from finetune_pipeline.lib.evaluate import evaluate_model_dir, write_predictions
+from finetune_pipeline.lib.eval_backends import EvalBackend, backend_for
+from finetune_pipeline.lib.evaluate import score, write_predictions
+from finetune_pipeline.lib.generate import strip_assistant
 from finetune_pipeline.lib.merge import merge_adapter
 from finetune_pipeline.lib.raw_files import RawDataError, RawRow, list_raw_files, raw_name, read_raw_folder
-from finetune_pipeline.lib.train import TrainSpec, require_cuda_for
+from finetune_pipeline.lib.train import TrainSpec, child_command, require_cuda_for, training_method
 from finetune_pipeline.lib.versions import Registry, base_key, lora_key
 
 # Bump a stage's code version when its output for the same inputs changes;
@@ -33,9 +36,10 @@ CODE_VERSIONS = {
     "raw_examples": "2",  # 2: parse errors carry a rule name; per-line UTF-8; csv module
     "base_model": "1",
     "training_dataset": "2",  # 2: conflicting labels quarantine the whole group
-    "lora_adapter": "1",
+    "lora_adapter": "2",  # 2: padding-free engine, checkpoints, methods, general mix
     "merged_model": "1",
-    "model_eval": "1",
+    "eval_set": "1",
+    "model_eval": "2",  # 2: eval set artifact, backend in the recipe
 }
 
 Log = Callable[[str], None]
@@ -127,43 +131,63 @@ def training_dataset(cfg: PipelineConfig, raw: ArtifactRef, base: ArtifactRef, r
 
 
 def launch_subprocess(spec_path: Path) -> dict[str, Any]:
-    """Run the training child without Dagster (used by tests and scripts)."""
-    proc = subprocess.run([sys.executable, "-m", "finetune_pipeline.train_child", str(spec_path)],
-                          capture_output=True, text=True)
+    """Run the training child without Dagster (tests, scripts): one process, or N under torchrun."""
+    command = child_command(sys.executable, spec_path, TrainSpec.load(spec_path).train)
+    proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"training child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def training_work_dir(cfg: PipelineConfig, key: str) -> Path:
+    """Checkpoints of the training for recipe `key`: outlives a killed child, so a retry resumes."""
+    return _store(cfg).root / "lora_adapter" / f".work-{key}"
+
+
 def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, launch: Launcher = launch_subprocess,
                  run_id: str | None = None, log: Log = print) -> ArtifactRef:
     train_cfg = cfg.section("train")
-    require_cuda_for(cfg.train.quantization)  # before anything is loaded or launched
+    require_cuda_for(training_method(train_cfg))  # before anything is loaded or launched
+    inputs = [base.as_input(), dataset.as_input()]
     recipe = {"base": base.key, "dataset": dataset.key, "train": train_cfg, "code": CODE_VERSIONS["lora_adapter"]}
+    general_file = None
+    if cfg.train.general_mix_ratio > 0:
+        general_file = cfg.path(cfg.train.general_mix_source)
+        if not general_file.is_file():
+            raise FileNotFoundError(f"train.general_mix_source: {general_file} does not exist "
+                                    f"(train.general_mix_ratio is {cfg.train.general_mix_ratio})")
+        general = {"asset": "general instructions", "path": str(general_file), "sha256": hash_file(general_file)}
+        inputs.append(general)
+        recipe["general"] = general["sha256"]  # the file's content, not its name
     key = recipe_key(recipe)
     store = _store(cfg)
     if hit := store.find("lora_adapter", key):
         log(f"cache hit: base model, dataset and training config unchanged; reusing adapter lora_adapter/{key} "
             f"(trained in run {hit.lineage().get('dagster_run_id')}), no training needed")
         return hit
-    with store.write("lora_adapter", key, inputs=[base.as_input(), dataset.as_input()], config=train_cfg,
-                     code_version=CODE_VERSIONS["lora_adapter"], run_id=run_id) as out, \
-            tempfile.TemporaryDirectory(prefix="finetune-train-") as work:
+    work = training_work_dir(cfg, key)
+    work.mkdir(parents=True, exist_ok=True)
+    with store.write("lora_adapter", key, inputs=inputs, config=train_cfg,
+                     code_version=CODE_VERSIONS["lora_adapter"], run_id=run_id) as out:
         spec = TrainSpec(
             base_model_dir=base.info["model_dir"],
             train_file=str(dataset.dir / "train.jsonl"),
             val_file=str(dataset.dir / "val.jsonl"),
             output_dir=str(out.dir),
-            work_dir=work,
+            work_dir=str(work),
             train=train_cfg,
             trust_remote_code=cfg.model.base_model in cfg.model.trust_remote_code_allow,
+            general_file=str(general_file) if general_file else None,
         )
-        spec_path = Path(work) / "spec.json"
+        spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec.__dict__))
         result = launch(spec_path)
-        if not (out.dir / "adapter_model.safetensors").is_file():
-            raise RuntimeError("training child exited without saving adapter_model.safetensors")
+        weights = "model.safetensors" if training_method(train_cfg) == "full" else "adapter_model.safetensors"
+        if not any(out.dir.glob(weights.replace(".safetensors", "*.safetensors"))):
+            raise RuntimeError(f"training child exited without saving {weights}; checkpoints kept in {work}")
         out.info.update(result)
+    # Only a finished artifact retires the checkpoints; a failed attempt leaves them for the retry.
+    shutil.rmtree(work, ignore_errors=True)
     return out.ref
 
 
@@ -186,30 +210,81 @@ def merged_model(cfg: PipelineConfig, base: ArtifactRef, adapter: ArtifactRef, r
     return ref
 
 
-def model_eval(cfg: PipelineConfig, version_key: str, dataset: ArtifactRef, run_id: str | None = None,
-               log: Log = print) -> ArtifactRef:
-    """Evaluate the named version (never "the latest") on the dataset's test split."""
+def eval_set(cfg: PipelineConfig, dataset: ArtifactRef, run_id: str | None = None, log: Log = print) -> ArtifactRef:
+    """The test split as its own artifact, keyed by its content hash.
+
+    Its key is the eval set hash on the leaderboard. Every eval depends on it,
+    so a changed test split (and only that, not a changed train split) makes
+    every model_eval partition stale.
+    """
+    test_file = dataset.dir / "test.jsonl"
+    sha = hash_file(test_file)
+    key = sha[:16]  # the eval set's own sha256 prefix, checkable with sha256sum
+    store = _store(cfg)
+    if hit := store.find("eval_set", key):
+        log(f"cache hit: test split unchanged (sha256 {key}), reusing eval_set/{key}")
+        return hit
+    records = read_split(test_file)
+    with store.write("eval_set", key, inputs=[dataset.as_input()], config={},
+                     code_version=CODE_VERSIONS["eval_set"], run_id=run_id) as out:
+        shutil.copyfile(test_file, out.dir / "test.jsonl")
+        out.info.update(rows=len(records), sha256=sha, dataset=dataset.key)
+    log(f"eval_set: {len(records)} test rows, sha256 {sha[:16]}")
+    return out.ref
+
+
+def _model_eval_recipe(cfg: PipelineConfig, manifest: dict[str, Any], backend: EvalBackend,
+                       eval_set_ref: ArtifactRef) -> dict[str, Any]:
+    version_input = {"asset": "model_version", "key": manifest["key"], "path": manifest["lineage"] or manifest["path"]}
+    if manifest.get("remote_id"):
+        version_input["remote_id"] = manifest["remote_id"]
+    return {"version": version_input, "eval_set": eval_set_ref.key, "backend": backend.identity(),
+            "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit},
+            "code": CODE_VERSIONS["model_eval"]}
+
+
+def model_eval_key(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef) -> str:
+    """The model_eval artifact key the current config gives this version on this eval set."""
     manifest = Registry(cfg.artifacts_dir).get(version_key)
-    if manifest["kind"] == "openai":
-        raise NotImplementedError("evaluating OpenAI fine-tuned models needs the OpenAI-compatible eval backend")
-    eval_cfg = cfg.section("eval")
-    version_input = {"asset": "model_version", "key": version_key, "path": manifest["lineage"] or manifest["path"]}
-    recipe = {"version": version_input, "dataset": dataset.key, "eval": eval_cfg, "code": CODE_VERSIONS["model_eval"]}
+    return recipe_key(_model_eval_recipe(cfg, manifest, backend_for(cfg, manifest), eval_set_ref))
+
+
+def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef, run_id: str | None = None,
+               log: Log = print) -> ArtifactRef:
+    """Evaluate the named version (never "the latest") on the eval set.
+
+    The backend follows the version's kind: OpenAI models through the
+    OpenAI-compatible endpoint by their remote id, local ones through
+    eval.backend (transformers, vllm, or a server speaking the OpenAI API).
+    """
+    manifest = Registry(cfg.artifacts_dir).get(version_key)
+    backend = backend_for(cfg, manifest)
+    recipe = _model_eval_recipe(cfg, manifest, backend, eval_set_ref)
     key = recipe_key(recipe)
     store = _store(cfg)
     if hit := store.find("model_eval", key):
-        log(f"cache hit: {version_key} already evaluated on test split of dataset {dataset.key}")
+        log(f"cache hit: {version_key} already evaluated on eval set {eval_set_ref.key} with {backend.name}")
         return hit
-    report, rows = evaluate_model_dir(Path(manifest["path"]), dataset.dir / "test.jsonl",
-                                      max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
-                                      limit=cfg.eval.limit)
-    with store.write("model_eval", key, inputs=[version_input, dataset.as_input()], config=eval_cfg,
+    test_file = eval_set_ref.dir / "test.jsonl"
+    records = read_split(test_file)
+    if cfg.eval.limit:
+        records = records[: cfg.eval.limit]
+    if not records:
+        raise ValueError(f"{test_file}: the test split is empty; nothing to evaluate")
+    log(f"model_eval[{version_key}]: {len(records)} rows through {backend.identity()}")
+    started = time.time()
+    predictions = backend.generate([strip_assistant(r["messages"]) for r in records], cfg.eval.max_new_tokens)
+    seconds = time.time() - started
+    report, rows = score(records, predictions)
+    with store.write("model_eval", key, inputs=[recipe["version"], eval_set_ref.as_input()],
+                     config={**recipe["generation"], "backend": recipe["backend"]},
                      code_version=CODE_VERSIONS["model_eval"], run_id=run_id) as out:
-        report.update(version=version_key, dataset=dataset.key, test_file=str(dataset.dir / "test.jsonl"))
+        report.update(version=version_key, kind=manifest["kind"], eval_set=eval_set_ref.key,
+                      test_file=str(test_file), backend=recipe["backend"], eval_seconds=round(seconds, 2))
         (out.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         write_predictions(rows, out.dir / "predictions.jsonl")
         out.info.update(report)
-    log(f"model_eval[{version_key}]: {report['metrics']}")
+    log(f"model_eval[{version_key}]: {report['metrics']} in {seconds:.1f}s")
     return out.ref
 
 

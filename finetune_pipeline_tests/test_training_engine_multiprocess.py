@@ -1,0 +1,35 @@
+"""The unchanged training child under `torchrun --nproc_per_node 2` on CPU (gloo): data parallel for real."""
+
+from __future__ import annotations
+
+import json
+
+from finetune_pipeline.lib import stages
+from finetune_pipeline.lib.config import load_config
+from finetune_pipeline.lib.train import ORDER_FILE, child_command
+from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+
+TRAIN = {"num_processes": 2, "max_steps": 3, "batch_size": 2, "eval_steps": 3, "logging_steps": 1,
+         "learning_rate": 0.005}
+
+
+def test_two_processes_train_one_adapter_on_different_examples(tmp_path):
+    cfg = load_config(write_config(tmp_path, SAMPLE_RAW, data={"val_fraction": 0.03, "test_fraction": 0.03},
+                                   train=TRAIN))
+    assert child_command("python", tmp_path / "spec.json", cfg.section("train"))[1:6] == [
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    base = stages.base_model(cfg)
+    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
+
+    adapter = stages.lora_adapter(cfg, base, dataset)  # the default launcher: torchrun, then the same child
+
+    assert adapter.info["num_processes"] == 2 and adapter.info["steps"] == 3
+    assert (adapter.dir / "adapter_model.safetensors").is_file()
+    seen = [json.loads(line) for line in (adapter.dir / ORDER_FILE).read_text().splitlines()]
+    by_rank = {r: [i for s in seen if s["rank"] == r for i in s["ids"]] for r in (0, 1)}
+    # Each rank trained 3 steps x 2 examples, and never an example the other rank had.
+    assert len(by_rank[0]) == len(by_rank[1]) == 6
+    assert not set(by_rank[0]) & set(by_rank[1])
+    assert len(set(by_rank[0] + by_rank[1])) == 12
+    # Tokens are counted over both ranks: at least the 12 examples' shortest possible rows.
+    assert adapter.info["tokens_seen"] >= 12 * 50
