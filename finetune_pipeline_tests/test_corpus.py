@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +22,7 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.cleaning import SPLITS, inputs_shared_between_splits, read_split
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.raw_files import RawDataError
+from finetune_pipeline_tests.audit import OpenedFiles
 from finetune_pipeline_tests.conftest import write_config
 from finetune_pipeline_tests.corpus import make_corpus
 
@@ -54,28 +54,6 @@ def case_config(case: dict, folder: Path, raw: Path):
     data = {"raw_dir": str(raw), "min_train_rows": 5, "mapping": case.get("mapping", {"format": "seed"}),
             **case.get("data", {})}
     return load_config(write_config(folder, raw, data=data))
-
-
-class OpenedFiles:
-    """Every path Python opens while active (an audit hook: the read path cannot bypass it)."""
-
-    paths: list[str] | None = None
-    installed = False
-
-    def __enter__(self):
-        if not OpenedFiles.installed:
-            sys.addaudithook(_record_open)
-            OpenedFiles.installed = True
-        OpenedFiles.paths = []
-        return OpenedFiles.paths
-
-    def __exit__(self, *exc):
-        OpenedFiles.paths = None
-
-
-def _record_open(event: str, args: tuple) -> None:
-    if event == "open" and OpenedFiles.paths is not None and isinstance(args[0], (str, bytes, os.PathLike)):
-        OpenedFiles.paths.append(os.path.realpath(os.fsdecode(args[0])))
 
 
 def test_corpus_covers_every_listed_kind_of_bad_input():

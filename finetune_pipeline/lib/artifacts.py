@@ -45,6 +45,28 @@ KEY_LENGTH = 16  # hex characters: 64 bits, plenty for one project's artifacts
 TMP_PATTERN = re.compile(r"^\.tmp-(?P<key>.+)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
+# Environment variables that hold secrets, by name: *PASSWORD*, *SECRET*, *_KEY, *_TOKEN, *_CREDENTIALS...
+SECRET_ENV_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|(^|_)(API_?KEY|KEY|TOKEN|CREDENTIALS?)($|_)")
+
+
+class SecretLeakError(ValueError):
+    """An artifact's lineage would contain a secret's value; it is not written."""
+
+
+def secret_env_values() -> dict[str, str]:
+    """name -> value of the secret-looking environment variables (values shorter than 8 are not secrets)."""
+    return {k: v for k, v in os.environ.items() if SECRET_ENV_NAME.search(k.upper()) and len(v) >= 8}
+
+
+def refuse_secrets(what: str, value: Any) -> None:
+    """Raise if the JSON of `value` contains the value of a secret environment variable (naming the variable only)."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    for name, secret in secret_env_values().items():
+        if secret in text or json.dumps(secret)[1:-1] in text:
+            raise SecretLeakError(f"{what} would contain the value of ${name}; refusing to write it "
+                                  "(secrets stay in the environment, never in config, lineage or metadata)")
+
+
 def host_id() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -142,10 +164,13 @@ class ArtifactStore:
         self.root = Path(root).resolve()
 
     def dir(self, asset: str, key: str) -> Path:
+        # Asset and key are each one plain folder name (hashes, validated version keys); a name
+        # with a separator or "..", or a symlink on the way, could lead elsewhere: refused.
+        plain = all(n and n not in (".", "..") and not re.search(r"[/\\\0]", n) for n in (asset, key))
         d = (self.root / asset / key).resolve()
-        # Keys are hashes or validated version keys; refuse anything that escapes.
-        if self.root not in d.parents:
-            raise ValueError(f"artifact path {d} escapes the artifacts root {self.root}")
+        if not plain or d.parent.parent != self.root:
+            raise ValueError(f"artifact path {asset!r}/{key!r} escapes the artifacts root {self.root}: "
+                             "asset and key must each be one plain folder name inside it")
         return d
 
     def find(self, asset: str, key: str) -> ArtifactRef | None:
@@ -192,6 +217,8 @@ class ArtifactStore:
                 "outputs": outputs,
                 "info": pending.info,
             }
+            # lineage.json and its `info` (the asset's Dagster metadata) are read by everyone.
+            refuse_secrets(f"lineage of {asset}/{key}", lineage)
             _write_json(tmp / LINEAGE_FILE, lineage)
             _fsync_tree(tmp)
             try:

@@ -9,7 +9,11 @@ Specs:
 - a local directory, or a Hugging Face model id (needs hub access).
 
 Models always load with `use_safetensors=True`: a pickle checkpoint can run
-code on load, so a directory that only has `.bin`/`.pt` weights is refused.
+code on load, so a directory that only has `.bin`/`.pt` weights is refused
+before any loader opens it, and hub downloads fetch no pickle files. (The
+embedded model is GGUF, a tensor format with no code in it.) A model repo's
+own Python (`trust_remote_code`) runs only for a spec named in
+`model.trust_remote_code_allow`.
 """
 
 from __future__ import annotations
@@ -134,17 +138,30 @@ def _build_tiny(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def require_safetensors(path: Path) -> None:
+    """Refuse a model folder without safetensors weights, before any loader looks at its files."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: not a model folder")
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(
+            f"{path}: only pickle checkpoints ({', '.join(pickles)}); refusing to load them because "
+            "unpickling can run arbitrary code. Convert the model to safetensors first."
+        )
+    raise ModelLoadError(f"{path}: no *.safetensors weights found")
+
+
 def _local_dir(spec: str, path: Path) -> BaseModel:
-    weights = sorted(path.glob("*.safetensors"))
-    if not weights:
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        if pickles:
-            raise ModelLoadError(
-                f"{path}: only pickle checkpoints ({', '.join(pickles)}); refusing to load them because "
-                "unpickling can run arbitrary code. Convert the model to safetensors first."
-            )
-        raise ModelLoadError(f"{path}: no *.safetensors weights found")
-    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "lineage.json"]
+    require_safetensors(path)
+    # What loading uses, never the pickles beside it (those are not even opened to hash them).
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "lineage.json"
+             and p.suffix not in PICKLE_SUFFIXES]
     return BaseModel(spec, path, hash_files(files, path), {"kind": "local", "path": str(path)})
 
 
@@ -179,13 +196,14 @@ def _atomic_dir(target: Path, build) -> None:
 
 
 def trust_remote_code(spec: str, allow: list[str]) -> bool:
+    """A model repo's own Python runs only when the config's allow-list names that exact spec."""
     return spec in allow
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
@@ -198,6 +216,8 @@ def load_model(path: Path, *, trust_remote_code: bool = False, **kwargs):
     from transformers import AutoModelForCausalLM
 
     kwargs.setdefault("dtype", torch.float32)
+    if Path(path).is_dir():
+        require_safetensors(Path(path))
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(path), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
