@@ -3,6 +3,7 @@
 import dagster as dg
 
 from finetune_pipeline.defs import data, evaluation, training
+from finetune_pipeline.defs.base_version_sensor import register_base_version
 from finetune_pipeline.defs import openai_training
 from finetune_pipeline.defs.settings import PipelineSettings
 
@@ -24,7 +25,11 @@ defs = dg.Definitions(
     asset_checks=[data.rows_accounted_for, data.no_input_shared_between_splits, data.min_train_rows,
                   data.recommended_train_rows, training.merged_matches_base_plus_adapter],
     jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune],
-    sensors=[evaluation.evaluate_new_versions],
+    sensors=[evaluation.evaluate_new_versions, register_base_version],
+    # One process per run, not per step: every step imports torch and transformers (seconds each) and the
+    # graph is a chain, so per-step processes only add minutes. Training is isolated in its Pipes child;
+    # pools (`gpu`) still apply. The `demo` command runs in process too.
+    executor=dg.in_process_executor,
     resources={"settings": PipelineSettings(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
                "openai_client": openai_training.OpenAIClientResource()},
 )

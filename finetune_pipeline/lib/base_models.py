@@ -53,8 +53,13 @@ class BaseModel:
 
     @property
     def slug(self) -> str:
-        name = self.spec.split(":", 1)[-1].rstrip("/").split("/")[-1]
-        return "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".-") or "model"
+        return spec_slug(self.spec)
+
+
+def spec_slug(spec: str) -> str:
+    """The model's short name, from the spec alone (no download), e.g. for its version key."""
+    name = spec.split(":", 1)[-1].rstrip("/").split("/")[-1]
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".-") or "model"
 
 
 def resolve_base_model(spec: str, cache_dir: Path) -> BaseModel:
