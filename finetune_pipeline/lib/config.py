@@ -288,8 +288,19 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
+def _require_local_paths(cfg: PipelineConfig, where: str) -> None:
+    # Path('s3://b/x') would silently become a relative folder named 's3:'; artifacts also rely on atomic
+    # directory renames, which object stores lack. docs/kubernetes.md says how to mount storage instead.
+    for name, value in (("artifacts_root", cfg.artifacts_root), ("model_cache", cfg.model_cache),
+                        ("data.raw_dir", cfg.data.raw_dir)):
+        if "://" in str(value):
+            raise ConfigError(f"{where}: {name} is {value!r}, a URL; only local paths are supported (object "
+                              "storage URLs are not yet): mount the storage and give its path, see docs/kubernetes.md")
+
+
 def validate(cfg: PipelineConfig, where: str) -> None:
     d, t = cfg.data, cfg.train
+    _require_local_paths(cfg, where)
     if d.mapping.format not in ("seed", "chat", "table"):
         raise ConfigError(f"{where}: data.mapping.format must be seed, chat or table, got {d.mapping.format!r}")
     if not (0 <= d.val_fraction < 1 and 0 <= d.test_fraction < 1 and d.val_fraction + d.test_fraction < 1):
