@@ -136,11 +136,90 @@ class TrainConfig:
 
 
 @dataclass
+class EndpointConfig:
+    """An OpenAI-compatible chat endpoint: OpenAI itself, `vllm serve` or `transformers serve`.
+
+    The key is read from the environment variable named here, never from this file.
+    """
+
+    base_url: str = "https://api.openai.com/v1"
+    # The model name sent for local versions (base, lora_merged). "{key}" matches
+    # `vllm serve ... --served-model-name <version key>` (what serving_spec writes);
+    # `transformers serve <dir>` names the model by its folder, so use "{path}" there.
+    # OpenAI fine-tuned versions are always asked for by their remote id.
+    model_name: str = "{key}"
+    api_key_env: str = "OPENAI_API_KEY"
+    # Requests in flight at once; servers batch them, OpenAI rate-limits them.
+    concurrency: int = 4
+    timeout_s: float = 120.0
+    max_retries: int = 3  # the openai client's own backoff on 429/5xx
+
+
+@dataclass
+class VllmConfig:
+    """Offline `vllm.LLM` settings for the `vllm` eval backend (CUDA GPU only)."""
+
+    gpu_memory_utilization: float = 0.85
+    # Caps the KV cache; eval prompts are short.
+    max_model_len: int = 4096
+    dtype: str = "auto"
+
+
+@dataclass
 class EvalConfig:
     max_new_tokens: int = 48
     batch_size: int = 16
     # 0 = the whole test split.
     limit: int = 0
+    # How local versions are run: transformers (batched generate in process, CPU or
+    # GPU, the default), vllm (offline vllm.LLM, CUDA GPU) or openai (an
+    # OpenAI-compatible server, see `openai`). OpenAI fine-tuned versions always
+    # use the openai backend with their remote id.
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    openai: EndpointConfig = field(default_factory=EndpointConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+
+
+@dataclass
+class PromotionConfig:
+    """Champion/challenger promotion, and what the leaderboard ranks by."""
+
+    # A key of the eval report's metrics: exact_match, valid_json or accuracy/<field>.
+    primary_metric: str = "exact_match"
+    # A challenger must beat the champion by more than this (absolute), so that
+    # noise on a small test split does not flip the champion back and forth.
+    margin: float = 0.01
+    # The field whose confusion matrix the leaderboard draws for the best version;
+    # "" = the field of primary_metric when it is accuracy/<field>, else the first field.
+    confusion_field: str = ""
+
+
+@dataclass
+class ServingConfig:
+    """What `serving_spec` writes for the champion."""
+
+    # merged: serve the merged folder. lora: serve the base model with the
+    # adapter as a LoRA module (one server, many adapters, small artifacts).
+    mode: Literal["merged", "lora"] = "merged"
+    host: str = "0.0.0.0"
+    port: int = 8000
+    # Appended to the vllm serve command, e.g. ["--tensor-parallel-size", "2"].
+    vllm_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScheduleConfig:
+    """Nightly retraining and the raw-folder sensor."""
+
+    cron: str = "0 2 * * *"  # 02:00 every day
+    # Always explicit: a bare cron would follow the daemon host's clock.
+    timezone: str = "UTC"
+    # The schedule starts running when the code location loads.
+    enabled: bool = True
+    # A sensor that requests the same run when files under data.raw_dir change.
+    # Off by default: raw folders often change file by file during an upload.
+    raw_files_sensor: bool = False
+    sensor_interval_s: int = 300
 
 
 @dataclass
@@ -204,6 +283,9 @@ class PipelineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     costs: CostConfig = field(default_factory=CostConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # Content-addressed artifacts live here (git-ignored by default).
     artifacts_root: str = "data/artifacts"
     # Converted base models (GGUF -> safetensors) are cached here.
@@ -311,6 +393,7 @@ def validate(cfg: PipelineConfig, where: str) -> None:
     if t.lora.r <= 0 or t.batch_size <= 0 or t.learning_rate <= 0:
         raise ConfigError(f"{where}: train.lora.r, train.batch_size and train.learning_rate must be positive")
     _validate_openai(cfg.openai, where)
+    _validate_eval_and_promotion(cfg, where)
 
 
 def _validate_train(t: TrainConfig, where: str) -> None:
@@ -341,6 +424,33 @@ def _validate_openai(o: OpenAIConfig, where: str) -> None:
         raise ConfigError(f"{where}: openai.token_limit and openai.min_examples must be positive")
     if o.poll_interval_s < 0 or o.poll_max_interval_s < 0 or o.poll_backoff < 1:
         raise ConfigError(f"{where}: openai.poll_interval_s and poll_max_interval_s must be >= 0, poll_backoff >= 1")
+
+
+def _validate_eval_and_promotion(cfg: PipelineConfig, where: str) -> None:
+    e, p, s = cfg.eval, cfg.promotion, cfg.serving
+    if e.backend not in ("transformers", "vllm", "openai"):
+        raise ConfigError(f"{where}: eval.backend must be transformers, vllm or openai, got {e.backend!r}")
+    if e.openai.concurrency < 1:
+        raise ConfigError(f"{where}: eval.openai.concurrency must be at least 1")
+    if "{key}" not in e.openai.model_name and "{path}" not in e.openai.model_name and "{" in e.openai.model_name:
+        raise ConfigError(f"{where}: eval.openai.model_name may only use the placeholders {{key}} and {{path}}")
+    if not (p.primary_metric in ("exact_match", "valid_json") or p.primary_metric.startswith("accuracy/")):
+        raise ConfigError(f"{where}: promotion.primary_metric must be exact_match, valid_json or accuracy/<field>, "
+                          f"got {p.primary_metric!r}")
+    if p.margin < 0:
+        raise ConfigError(f"{where}: promotion.margin must be >= 0, got {p.margin}")
+    if s.mode not in ("merged", "lora"):
+        raise ConfigError(f"{where}: serving.mode must be merged or lora, got {s.mode!r}")
+    if len(cfg.schedule.cron.split()) != 5:
+        raise ConfigError(f"{where}: schedule.cron must have 5 fields (minute hour day month weekday), "
+                          f"got {cfg.schedule.cron!r}")
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(cfg.schedule.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(f"{where}: schedule.timezone {cfg.schedule.timezone!r} is not an IANA time zone "
+                          "(e.g. UTC, Europe/Berlin)") from e
 
 
 def stable_json(value: Any) -> str:

@@ -1,4 +1,8 @@
-"""Evaluate one model version on the test split: generate, score, report."""
+"""Score one model version's predictions on the eval set and write the report.
+
+Generation itself is the eval backend's job (`finetune_pipeline.lib.eval_backends`);
+the same scoring covers every backend and every kind of version.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.base_models import load_model, load_tokenizer
-from finetune_pipeline.lib.cleaning import read_split
-from finetune_pipeline.lib.generate import generate_batched, strip_assistant
+from finetune_pipeline.lib.generate import strip_assistant
 from finetune_pipeline.lib.metrics import aggregate, expected_fields, score_example
 
 
-def evaluate_model_dir(model_dir: Path, test_file: Path, *, max_new_tokens: int, batch_size: int,
-                       limit: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    records = read_split(test_file)
-    if limit:
-        records = records[:limit]
-    if not records:
-        raise ValueError(f"{test_file}: the test split is empty; nothing to evaluate")
-    tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir)
-    predictions = generate_batched(model, tokenizer, [r["messages"] for r in records],
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return score(records, predictions)
-
-
 def score(records: list[dict[str, Any]], predictions: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    if len(records) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions for {len(records)} eval records")
     expected = [r["messages"][-1]["content"] for r in records]
     fields = expected_fields(expected)
     scores = [score_example(p, e, fields) for p, e in zip(predictions, expected)]
@@ -42,3 +32,8 @@ def write_predictions(rows: list[dict[str, Any]], path: Path) -> None:
     with open(path, "w") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -10,15 +10,20 @@ from finetune_pipeline.lib.versions import Registry
 
 # What each asset's summary line shows from its lineage info.
 SUMMARY_KEYS = ("raw_rows", "kept", "quarantined", "splits", "reasons", "spec", "content_hash",
-                "train_loss", "eval_loss", "steps", "version_key", "metrics")
+                "train_loss", "eval_loss", "steps", "tokens_seen", "train_seconds", "version_key", "metrics",
+                "rows", "sha256", "fine_tuned_model", "job_id", "base_model", "trained_tokens",
+                "estimated_cost_usd")
 
 
 def version_lineage(artifacts_root: Path, version: str) -> dict[str, Any]:
     manifest = Registry(artifacts_root).get(version)
     node: dict[str, Any] = {"version": version, "kind": manifest["kind"], "path": manifest["path"],
-                            "remote_id": manifest.get("remote_id")}
-    if manifest.get("lineage"):
+                            "remote_id": manifest.get("remote_id"), "registered_at": manifest.get("registered_at"),
+                            "info": manifest.get("info", {})}
+    if manifest.get("lineage") and (Path(manifest["lineage"]) / LINEAGE_FILE).is_file():
         node["artifact"] = artifact_lineage(Path(manifest["lineage"]))
+    elif manifest.get("lineage"):
+        node["missing_lineage"] = manifest["lineage"]  # say so rather than fail: the manifest is still useful
     return node
 
 
@@ -43,6 +48,12 @@ def format_lineage(tree: dict[str, Any]) -> str:
     lines = [f"model version {tree['version']} ({tree['kind']})"
              + (f": {tree['path']}" if tree.get("path") else "")
              + (f" remote id {tree['remote_id']}" if tree.get("remote_id") else "")]
+    if tree.get("registered_at"):
+        lines.append(f"  registered at {tree['registered_at']}")
+    for k, v in (tree.get("info") or {}).items():
+        lines.append(f"  {k}: {v}")
+    if tree.get("missing_lineage"):
+        lines.append(f"  lineage: {tree['missing_lineage']} has no lineage.json (moved or deleted?)")
     if "artifact" in tree:
         _format_node(tree["artifact"], lines, 1)
     return "\n".join(lines)
@@ -55,7 +66,8 @@ def _format_node(node: dict[str, Any], lines: list[str], depth: int) -> None:
         lines.append(f"{pad}   run {node.get('dagster_run_id')} at {node.get('created_at')}, code v{node.get('code_version')}")
         for k, v in node["info"].items():
             lines.append(f"{pad}   {k}: {v}")
-        if node.get("config") and node["asset"] in ("lora_adapter", "training_dataset", "raw_examples", "model_eval"):
+        if node.get("config") and node["asset"] in ("lora_adapter", "training_dataset", "raw_examples", "model_eval",
+                                                     "openai_fine_tuned_model"):
             lines.append(f"{pad}   config: {node['config']}")
         for child in node["inputs"]:
             _format_node(child, lines, depth + 1)

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +22,9 @@ from finetune_pipeline.lib.base_models import load_tokenizer, resolve_base_model
 from finetune_pipeline.lib.cleaning import clean, read_split, write_dataset
 from finetune_pipeline.lib.collate import count_tokens
 from finetune_pipeline.lib.config import PipelineConfig
-from finetune_pipeline.lib.evaluate import evaluate_model_dir, write_predictions
+from finetune_pipeline.lib.eval_backends import EvalBackend, backend_for
+from finetune_pipeline.lib.evaluate import score, write_predictions
+from finetune_pipeline.lib.generate import strip_assistant
 from finetune_pipeline.lib.merge import merge_adapter
 from finetune_pipeline.lib.raw_files import RawDataError, RawRow, list_raw_files, raw_name, read_raw_folder
 from finetune_pipeline.lib.train import TrainSpec, child_command, require_cuda_for, training_method
@@ -35,7 +38,8 @@ CODE_VERSIONS = {
     "training_dataset": "2",  # 2: conflicting labels quarantine the whole group
     "lora_adapter": "2",  # 2: padding-free engine, checkpoints, methods, general mix
     "merged_model": "1",
-    "model_eval": "1",
+    "eval_set": "1",
+    "model_eval": "2",  # 2: eval set artifact, backend in the recipe
 }
 
 Log = Callable[[str], None]
@@ -206,30 +210,81 @@ def merged_model(cfg: PipelineConfig, base: ArtifactRef, adapter: ArtifactRef, r
     return ref
 
 
-def model_eval(cfg: PipelineConfig, version_key: str, dataset: ArtifactRef, run_id: str | None = None,
-               log: Log = print) -> ArtifactRef:
-    """Evaluate the named version (never "the latest") on the dataset's test split."""
+def eval_set(cfg: PipelineConfig, dataset: ArtifactRef, run_id: str | None = None, log: Log = print) -> ArtifactRef:
+    """The test split as its own artifact, keyed by its content hash.
+
+    Its key is the eval set hash on the leaderboard. Every eval depends on it,
+    so a changed test split (and only that, not a changed train split) makes
+    every model_eval partition stale.
+    """
+    test_file = dataset.dir / "test.jsonl"
+    sha = hash_file(test_file)
+    key = sha[:16]  # the eval set's own sha256 prefix, checkable with sha256sum
+    store = _store(cfg)
+    if hit := store.find("eval_set", key):
+        log(f"cache hit: test split unchanged (sha256 {key}), reusing eval_set/{key}")
+        return hit
+    records = read_split(test_file)
+    with store.write("eval_set", key, inputs=[dataset.as_input()], config={},
+                     code_version=CODE_VERSIONS["eval_set"], run_id=run_id) as out:
+        shutil.copyfile(test_file, out.dir / "test.jsonl")
+        out.info.update(rows=len(records), sha256=sha, dataset=dataset.key)
+    log(f"eval_set: {len(records)} test rows, sha256 {sha[:16]}")
+    return out.ref
+
+
+def _model_eval_recipe(cfg: PipelineConfig, manifest: dict[str, Any], backend: EvalBackend,
+                       eval_set_ref: ArtifactRef) -> dict[str, Any]:
+    version_input = {"asset": "model_version", "key": manifest["key"], "path": manifest["lineage"] or manifest["path"]}
+    if manifest.get("remote_id"):
+        version_input["remote_id"] = manifest["remote_id"]
+    return {"version": version_input, "eval_set": eval_set_ref.key, "backend": backend.identity(),
+            "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit},
+            "code": CODE_VERSIONS["model_eval"]}
+
+
+def model_eval_key(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef) -> str:
+    """The model_eval artifact key the current config gives this version on this eval set."""
     manifest = Registry(cfg.artifacts_dir).get(version_key)
-    if manifest["kind"] == "openai":
-        raise NotImplementedError("evaluating OpenAI fine-tuned models needs the OpenAI-compatible eval backend")
-    eval_cfg = cfg.section("eval")
-    version_input = {"asset": "model_version", "key": version_key, "path": manifest["lineage"] or manifest["path"]}
-    recipe = {"version": version_input, "dataset": dataset.key, "eval": eval_cfg, "code": CODE_VERSIONS["model_eval"]}
+    return recipe_key(_model_eval_recipe(cfg, manifest, backend_for(cfg, manifest), eval_set_ref))
+
+
+def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef, run_id: str | None = None,
+               log: Log = print) -> ArtifactRef:
+    """Evaluate the named version (never "the latest") on the eval set.
+
+    The backend follows the version's kind: OpenAI models through the
+    OpenAI-compatible endpoint by their remote id, local ones through
+    eval.backend (transformers, vllm, or a server speaking the OpenAI API).
+    """
+    manifest = Registry(cfg.artifacts_dir).get(version_key)
+    backend = backend_for(cfg, manifest)
+    recipe = _model_eval_recipe(cfg, manifest, backend, eval_set_ref)
     key = recipe_key(recipe)
     store = _store(cfg)
     if hit := store.find("model_eval", key):
-        log(f"cache hit: {version_key} already evaluated on test split of dataset {dataset.key}")
+        log(f"cache hit: {version_key} already evaluated on eval set {eval_set_ref.key} with {backend.name}")
         return hit
-    report, rows = evaluate_model_dir(Path(manifest["path"]), dataset.dir / "test.jsonl",
-                                      max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
-                                      limit=cfg.eval.limit)
-    with store.write("model_eval", key, inputs=[version_input, dataset.as_input()], config=eval_cfg,
+    test_file = eval_set_ref.dir / "test.jsonl"
+    records = read_split(test_file)
+    if cfg.eval.limit:
+        records = records[: cfg.eval.limit]
+    if not records:
+        raise ValueError(f"{test_file}: the test split is empty; nothing to evaluate")
+    log(f"model_eval[{version_key}]: {len(records)} rows through {backend.identity()}")
+    started = time.time()
+    predictions = backend.generate([strip_assistant(r["messages"]) for r in records], cfg.eval.max_new_tokens)
+    seconds = time.time() - started
+    report, rows = score(records, predictions)
+    with store.write("model_eval", key, inputs=[recipe["version"], eval_set_ref.as_input()],
+                     config={**recipe["generation"], "backend": recipe["backend"]},
                      code_version=CODE_VERSIONS["model_eval"], run_id=run_id) as out:
-        report.update(version=version_key, dataset=dataset.key, test_file=str(dataset.dir / "test.jsonl"))
+        report.update(version=version_key, kind=manifest["kind"], eval_set=eval_set_ref.key,
+                      test_file=str(test_file), backend=recipe["backend"], eval_seconds=round(seconds, 2))
         (out.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         write_predictions(rows, out.dir / "predictions.jsonl")
         out.info.update(report)
-    log(f"model_eval[{version_key}]: {report['metrics']}")
+    log(f"model_eval[{version_key}]: {report['metrics']} in {seconds:.1f}s")
     return out.ref
 
 
