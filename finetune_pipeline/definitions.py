@@ -5,6 +5,7 @@ import dagster as dg
 from finetune_pipeline.defs import data, evaluation, training
 from finetune_pipeline.defs.base_version_sensor import register_base_version
 from finetune_pipeline.defs import openai_training
+from finetune_pipeline.defs import promotion, schedules
 from finetune_pipeline.defs.settings import PipelineSettings
 
 train_and_merge = dg.define_asset_job(
@@ -18,14 +19,23 @@ evaluate_version = dg.define_asset_job(
     partitions_def=training.MODEL_VERSIONS,
     description="Evaluate one model version (a partition) on the current test split.",
 )
+promote = dg.define_asset_job(
+    "promote",
+    selection=dg.AssetSelection.groups("promotion"),
+    description="Leaderboard from the evals on the current eval set, champion/challenger gate, serving spec.",
+)
+# Cron and time zone come from the config's `schedule` section.
+nightly_retrain, raw_files_changed = schedules.build(PipelineSettings().load())
 
 defs = dg.Definitions(
     assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
-            training.merged_model, evaluation.model_eval, openai_training.openai_fine_tuned_model],
+            training.merged_model, evaluation.model_eval, openai_training.openai_fine_tuned_model,
+            evaluation.eval_set, promotion.leaderboard, promotion.champion, promotion.serving_spec],
     asset_checks=[data.rows_accounted_for, data.no_input_shared_between_splits, data.min_train_rows,
                   data.recommended_train_rows, training.merged_matches_base_plus_adapter],
-    jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune],
-    sensors=[evaluation.evaluate_new_versions, register_base_version],
+    jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote],
+    schedules=[nightly_retrain],
+    sensors=[evaluation.evaluate_new_versions, register_base_version, raw_files_changed],
     # One process per run, not per step: every step imports torch and transformers (seconds each) and the
     # graph is a chain, so per-step processes only add minutes. Training is isolated in its Pipes child;
     # pools (`gpu`) still apply. The `demo` command runs in process too.

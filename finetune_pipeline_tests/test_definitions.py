@@ -15,18 +15,22 @@ def test_definitions_load_with_expected_assets_groups_and_edges():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model", "model_eval",
-        "openai_fine_tuned_model"}
+        "openai_fine_tuned_model", "eval_set", "leaderboard", "champion", "serving_spec"}
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {"raw_examples": "data", "training_dataset": "data", "base_model": "training",
                       "lora_adapter": "training", "merged_model": "training", "model_eval": "evaluation",
-                      "openai_fine_tuned_model": "openai"}
+                      "openai_fine_tuned_model": "openai", "eval_set": "data", "leaderboard": "promotion",
+                      "champion": "promotion", "serving_spec": "promotion"}
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
     assert parents["training_dataset"] == ["base_model", "raw_examples"]
     assert parents["lora_adapter"] == ["base_model", "training_dataset"]
     assert parents["merged_model"] == ["base_model", "lora_adapter"]
     assert parents["openai_fine_tuned_model"] == ["training_dataset"]
-    assert parents["model_eval"] == ["base_model", "merged_model", "training_dataset"]
+    assert parents["eval_set"] == ["training_dataset"]
+    assert parents["model_eval"] == ["base_model", "eval_set", "merged_model", "openai_fine_tuned_model"]
+    assert parents["leaderboard"] == ["eval_set", "model_eval"]
+    assert parents["champion"] == ["leaderboard"] and parents["serving_spec"] == ["champion"]
 
 
 def test_training_runs_in_the_gpu_pool_and_eval_is_partitioned_by_version():
@@ -34,6 +38,9 @@ def test_training_runs_in_the_gpu_pool_and_eval_is_partitioned_by_version():
     assert graph.get(_key("lora_adapter")).pools == {"gpu"}
     partitions = graph.get(_key("model_eval")).partitions_def
     assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "model_versions"
+    # One run per version in a backfill (see the README's "Model versions" section).
+    policy = graph.get(_key("model_eval")).backfill_policy
+    assert policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
 
 def test_blocking_checks_guard_training():

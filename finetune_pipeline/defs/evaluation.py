@@ -1,4 +1,4 @@
-"""Evaluation: one `model_eval` partition per registered model version."""
+"""Evaluation: the eval set, and one `model_eval` partition per registered model version."""
 
 
 import dagster as dg
@@ -9,26 +9,60 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.artifacts import ArtifactRef
 from finetune_pipeline.lib.metrics import markdown_table
 
+EVAL_SET = dg.AssetKey("eval_set")
+
+
+@dg.asset(group_name="data", kinds={"jsonl"}, code_version=stages.CODE_VERSIONS["eval_set"],
+          description="The test split as its own artifact; its data version is the sha256 of test.jsonl, so only "
+                      "a changed test split (not a changed train split) makes the evals stale.")
+def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings,
+             training_dataset: ArtifactRef) -> dg.Output:
+    ref = stages.eval_set(settings.load(), training_dataset, context.run_id, log_to(context))
+    return artifact_output(ref, rows=ref.info["rows"], sha256=ref.info["sha256"],
+                           test_file=dg.MetadataValue.path(str(ref.dir / "test.jsonl")))
+
+
+# Evaluate a version when it is added, and every version when the eval set's
+# *data version* changes. Plain eager() would also fire on every re-materialization
+# of an input (train_and_merge re-materializes eval_set as a cache hit each run)
+# and on every new merged_model (a new version must not re-evaluate the others).
+_eval_set_changed = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.data_version_changed()).allow(dg.AssetSelection.assets(EVAL_SET))
+EVAL_ON_NEW_VERSION_OR_EVAL_SET = (
+    (dg.AutomationCondition.newly_missing() | _eval_set_changed).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets(EVAL_SET))
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("new version or new eval set")
+
 
 @dg.asset(
     group_name="evaluation", kinds={"pytorch", "json"}, partitions_def=MODEL_VERSIONS,
     code_version=stages.CODE_VERSIONS["model_eval"],
-    # Lineage edges for the graph; the version's weights are found through the
-    # registry by the partition key, never as "the latest model".
-    deps=["base_model", "merged_model"],
-    # New versions get evaluated, and all versions are re-evaluated when the
-    # test split changes, by the automation sensor below.
-    automation_condition=dg.AutomationCondition.eager(),
-    description="Exact match, valid JSON and per-field accuracy of one model version on the test split.",
+    # Lineage edges for the graph; the version's weights (or remote id) are found
+    # through the registry by the partition key, never as "the latest model".
+    deps=["base_model", "merged_model", "openai_fine_tuned_model"],
+    # One run per version: each loads a different model, a broken version (or an
+    # unreachable endpoint) fails alone and is retried alone, and each run's log
+    # and metadata belong to one version. A single run over a range would load
+    # every model in one process and could only attach one set of metadata.
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    # Local evals hold a model on the accelerator: with `dagster instance
+    # concurrency set gpu 1` they queue behind training instead of competing.
+    pool="gpu",
+    automation_condition=EVAL_ON_NEW_VERSION_OR_EVAL_SET,
+    description="Exact match, valid JSON and per-field accuracy of one model version on the eval set.",
 )
-def model_eval(context: dg.AssetExecutionContext, settings: PipelineSettings,
-               training_dataset: ArtifactRef) -> dg.Output:
+def model_eval(context: dg.AssetExecutionContext, settings: PipelineSettings, eval_set: ArtifactRef) -> dg.Output:
     version = context.partition_key
-    ref = stages.model_eval(settings.load(), version, training_dataset, context.run_id, log_to(context))
+    ref = stages.model_eval(settings.load(), version, eval_set, context.run_id, log_to(context))
     metrics = ref.info["metrics"]
     return artifact_output(
         ref,
         **{name.replace("/", "_"): float(value) for name, value in metrics.items()},
+        eval_set=ref.info["eval_set"],
+        backend=ref.info["backend"]["backend"],
+        eval_seconds=ref.info["eval_seconds"],
         report=dg.MetadataValue.md(markdown_table({version: metrics})),
         predictions=dg.MetadataValue.path(str(ref.dir / "predictions.jsonl")),
     )
@@ -36,7 +70,9 @@ def model_eval(context: dg.AssetExecutionContext, settings: PipelineSettings,
 
 evaluate_new_versions = dg.AutomationConditionSensorDefinition(
     "evaluate_new_versions",
-    target=dg.AssetSelection.assets(model_eval),
+    target=dg.AssetSelection.groups("evaluation", "promotion"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    description="Evaluates each new model version and re-evaluates all when the eval set changes; then updates "
+                "leaderboard, champion and serving_spec.",
 )

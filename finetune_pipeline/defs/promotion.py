@@ -1,0 +1,143 @@
+"""Leaderboard, champion/challenger promotion and the serving spec for the champion."""
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+
+from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
+from finetune_pipeline.defs.training import MODEL_VERSIONS
+from finetune_pipeline.lib import leaderboard as lb
+from finetune_pipeline.lib import serving
+from finetune_pipeline.lib.artifacts import ArtifactRef, ArtifactStore, read_lineage, recipe_key
+from finetune_pipeline.lib.promotion import Checks, PromotionStore, decide
+from finetune_pipeline.lib.versions import Registry
+
+_AFTER_UPSTREAM = (
+    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after any upstream update")
+
+
+def _png_md(path: Path, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+@dg.asset(
+    group_name="promotion", kinds={"json"},
+    # Every version's eval is read through the artifact store for the *current*
+    # eval set; the edge to model_eval is for the graph and the automation.
+    deps=["model_eval"],
+    # Not eager(): a version whose eval is missing or failed must not hold the
+    # leaderboard back; it is listed as missing.
+    automation_condition=_AFTER_UPSTREAM,
+    description="Every model version x metric on the current eval set, ranked by promotion.primary_metric, with "
+                "training time, tokens, device-hours and estimated cost.",
+)
+def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, eval_set: ArtifactRef) -> dg.Output:
+    cfg = settings.load()
+    versions = context.instance.get_dynamic_partitions(MODEL_VERSIONS.name)
+    ref = lb.build(cfg, eval_set, versions, context.run_id, log_to(context))
+    board = lb.load(ref)
+    metadata = {"table": dg.MetadataValue.md(lb.markdown(board)), "eval_set": board["eval_set"],
+                "primary_metric": board["primary_metric"], "versions_ranked": len(board["rows"]),
+                "versions_missing": dg.MetadataValue.json(board["missing"])}
+    if board["rows"]:
+        metadata["best"] = board["rows"][0]["version"]
+        metadata["metrics_chart"] = dg.MetadataValue.md(_png_md(ref.dir / "metrics.png", "metrics by version"))
+    confusion = ref.info.get("confusion")
+    if confusion:
+        png = ref.dir / f"confusion_{lb._safe(confusion['field'])}.png"
+        metadata["confusion_matrix"] = dg.MetadataValue.md(
+            f"{confusion['version']}, field `{confusion['field']}`\n\n" + _png_md(png, "confusion matrix"))
+    return artifact_output(ref, **metadata)
+
+
+def blocking_checks(context: dg.AssetExecutionContext, versions: list[str], registry: Registry) -> Checks:
+    """For each version: did the blocking checks of the asset that produced it pass, in the run that made it?"""
+    graph = context.repository_def.asset_graph
+    out: Checks = {}
+    for version in versions:
+        manifest = registry.get(version)
+        if not manifest.get("lineage") or not (Path(manifest["lineage"]) / "lineage.json").is_file():
+            out[version] = {}
+            continue
+        lineage = read_lineage(Path(manifest["lineage"]))
+        producer = dg.AssetKey(lineage["asset"])
+        check_keys = [k for k in graph.get_check_keys_for_assets({producer}) if graph.get_check_spec(k).blocking]
+        if not check_keys:
+            out[version] = {}
+            continue
+        # The runs in which the producer emitted this very artifact (cache hits re-emit it).
+        runs = [r.run_id for r in context.instance.fetch_materializations(producer, limit=200).records
+                if (m := r.asset_materialization) and "artifact_key" in m.metadata
+                and m.metadata["artifact_key"].value == lineage["key"]]
+        status: dict[str, bool | None] = {}
+        for check_key in check_keys:
+            history = context.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=200)
+            by_run = {h.run_id: h.status.value for h in history}
+            latest = next((by_run[r] for r in runs if r in by_run and by_run[r] != "PLANNED"), None)
+            status[check_key.name] = None if latest is None else latest == "SUCCEEDED"
+        out[version] = status
+    return out
+
+
+@dg.asset(
+    group_name="promotion", kinds={"json"}, automation_condition=_AFTER_UPSTREAM,
+    description="The current champion. A challenger is promoted only if it beats the champion on the primary "
+                "metric by more than promotion.margin and its blocking checks passed; every decision is kept "
+                "in <artifacts_root>/promotion/history.jsonl.",
+)
+def champion(context: dg.AssetExecutionContext, settings: PipelineSettings, leaderboard: ArtifactRef) -> dg.Output:
+    cfg = settings.load()
+    board = lb.load(leaderboard)
+    registry, store = Registry(cfg.artifacts_dir), PromotionStore(cfg.artifacts_dir)
+    current = (store.champion() or {}).get("version")
+    checks = blocking_checks(context, [r["version"] for r in board["rows"]], registry)
+    decision = decide(board, current, checks, cfg.promotion.margin)
+    decision.run_id = context.run_id
+    store.record(decision, registry.get(decision.champion) if decision.promoted else None)
+    for reason in decision.reasons:
+        context.log.info(reason)
+    if decision.champion is None:
+        raise dg.Failure("no model version could become champion: " + "; ".join(decision.reasons))
+    state = store.champion()
+    return dg.Output(
+        state,
+        # The champion's key is the data version: serving_spec is stale only when the champion moves.
+        data_version=dg.DataVersion(decision.champion),
+        metadata={"champion": decision.champion, "promoted": decision.promoted, "previous": str(decision.previous),
+                  "primary_metric": decision.primary_metric, "margin": decision.margin,
+                  "score": state.get("score"), "eval_set": decision.eval_set,
+                  "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+                  "blocking_checks": dg.MetadataValue.json(checks),
+                  "history": dg.MetadataValue.path(str(store.history_file))},
+    )
+
+
+@dg.asset(
+    group_name="promotion", kinds={"vllm", "shell"}, automation_condition=_AFTER_UPSTREAM,
+    description="The vLLM command that serves the champion (merged folder, or base + --enable-lora), with "
+                "--served-model-name set to its version key, and the `transformers serve` equivalent for CPU.",
+)
+def serving_spec(context: dg.AssetExecutionContext, settings: PipelineSettings, champion: dict) -> dg.Output:
+    cfg = settings.load()
+    manifest = Registry(cfg.artifacts_dir).get(champion["version"])
+    spec = serving.spec(manifest, cfg.serving)
+    key = recipe_key({"spec": spec, "code": "1"})
+    store = ArtifactStore(cfg.artifacts_dir)
+    ref = store.find("serving_spec", key)
+    if ref is None:
+        inputs = [{"asset": "model_version", "key": manifest["key"], "path": manifest.get("lineage") or ""}]
+        with store.write("serving_spec", key, inputs=inputs, config=cfg.section("serving"), code_version="1",
+                         run_id=context.run_id) as out:
+            serving.write(spec, out.dir)
+            out.info.update(spec)
+        ref = out.ref
+    context.log.info(spec.get("vllm_command") or spec.get("note"))
+    metadata = {"version": spec["version"], "kind": spec["kind"]}
+    for name in ("vllm_command", "transformers_serve_command"):
+        if spec.get(name):
+            metadata[name] = dg.MetadataValue.md(f"```\n{spec[name]}\n```")
+    return artifact_output(ref, **metadata)

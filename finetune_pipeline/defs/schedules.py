@@ -1,0 +1,48 @@
+"""Nightly retraining: a schedule, and a sensor on the raw folder (off by default).
+
+Both request `train_and_merge` (raw files -> dataset + eval set -> adapter ->
+merged model, which registers the new version) only when the raw files or the
+config changed since the last fine-tuned version; otherwise they skip and say
+so. The new version's eval, the leaderboard, the champion and the serving spec
+follow through the `evaluate_new_versions` automation sensor.
+"""
+
+import dagster as dg
+
+from finetune_pipeline.defs.settings import PipelineSettings
+from finetune_pipeline.lib import retraining
+from finetune_pipeline.lib.config import PipelineConfig
+
+TRAIN_JOB = "train_and_merge"
+
+
+def _request(check: retraining.RetrainCheck, run_key: str | None) -> dg.RunRequest | dg.SkipReason:
+    if not check.needed:
+        return dg.SkipReason(check.reason)
+    return dg.RunRequest(run_key=run_key, tags={"finetune/retrain_reason": check.reason[:200],
+                                                "finetune/inputs": check.fingerprint})
+
+
+def build(cfg: PipelineConfig) -> tuple[dg.ScheduleDefinition, dg.SensorDefinition]:
+    """The schedule and the sensor, timed by the config's `schedule` section."""
+    s = cfg.schedule
+
+    @dg.schedule(
+        name="nightly_retrain", job_name=TRAIN_JOB, cron_schedule=s.cron, execution_timezone=s.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING if s.enabled else dg.DefaultScheduleStatus.STOPPED,
+        description=f"Retrains at '{s.cron}' ({s.timezone}) when raw data or config changed since the last version.",
+    )
+    def nightly_retrain(context: dg.ScheduleEvaluationContext, settings: PipelineSettings):
+        return _request(retraining.check(settings.load()), None)
+
+    @dg.sensor(
+        name="raw_files_changed", job_name=TRAIN_JOB, minimum_interval_seconds=s.sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING if s.raw_files_sensor else dg.DefaultSensorStatus.STOPPED,
+        description="Requests a retrain when files under data.raw_dir change (schedule.raw_files_sensor).",
+    )
+    def raw_files_changed(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+        check = retraining.check(settings.load())
+        # The run key is the fingerprint of files + config: one run per distinct state.
+        return _request(check, f"retrain-{check.fingerprint}")
+
+    return nightly_retrain, raw_files_changed
