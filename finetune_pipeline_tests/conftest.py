@@ -80,3 +80,7 @@ SYSTEM = "Classify the message. Reply with JSON."
 def seed_row(text: str, category: str = "billing", **extra) -> dict:
     return {"system_prompt": SYSTEM, "input": text,
             "output": json.dumps({"category": category, "sentiment": "neutral", "priority": "low"}), **extra}
+
+
+# Session fixture `three_versions` (base + two LoRA versions), shared by the version tests.
+from finetune_pipeline_tests.model_versions import three_versions  # noqa: E402,F401

@@ -1,0 +1,122 @@
+"""The OpenAI-compatible eval backend against a real `transformers serve` on loopback.
+
+The server is started with the very command `serving_spec` writes for a merged
+LoRA version (on a free port), and must give the same greedy answers as the
+in-process transformers backend, both for a local version (eval.backend: openai)
+and for a version of kind `openai` asked for by its remote id.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from finetune_pipeline.lib import serving, stages
+from finetune_pipeline.lib.config import ServingConfig, load_config
+from finetune_pipeline.lib.eval_backends import BackendError
+from finetune_pipeline.lib.evaluate import read_predictions
+from finetune_pipeline.lib.versions import Registry
+
+STARTUP_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def transformers_serve(command: list[str], port: int, log: Path):
+    # The command names the `transformers` script; use the one of this environment.
+    command = [str(Path(sys.executable).parent / "transformers"), *command[1:]]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"transformers serve not ready after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.mark.timeout(600)
+def test_openai_backend_against_transformers_serve_matches_in_process(three_versions, tmp_path):
+    versions = three_versions
+    merged = Registry(versions.artifacts).get(versions.lora_a)
+    artifacts = tmp_path / "artifacts"  # this test's own registry and evals
+    registry = Registry(artifacts)
+    registry.register(versions.lora_a, "lora_merged", path=merged["path"], lineage=merged["lineage"])
+    # A remote version: what OpenAI fine-tuning registers, with the server's model name as its remote id.
+    registry.register("ft-served", "openai", remote_id=merged["path"], lineage=merged["lineage"],
+                      info={"base_model": "tiny-random", "trained_tokens": 1000})
+
+    port = _free_port()
+    command = serving.transformers_serve_command(merged, "127.0.0.1", port)
+    assert command == ["transformers", "serve", merged["path"], "--host", "127.0.0.1", "--port", str(port),
+                       "--device", "cpu"]
+    local = load_config(versions.config_a, {"artifacts_root": str(artifacts), "eval": {"batch_size": 1}})
+    expected = stages.model_eval(local, versions.lora_a, versions.eval_set, log=lambda m: None)
+    assert expected.info["backend"]["backend"] == "transformers"
+
+    with transformers_serve(command, port, tmp_path / "serve.log") as base_url:
+        endpoint = {"base_url": base_url, "concurrency": 2, "timeout_s": 60}
+        via_server = load_config(versions.config_a, {"artifacts_root": str(artifacts), "eval": {
+            "backend": "openai", "openai": {**endpoint, "model_name": "{path}"}}})
+        served = stages.model_eval(via_server, versions.lora_a, versions.eval_set, log=lambda m: None)
+        # kind "openai" always goes through the endpoint, by remote id, whatever eval.backend says.
+        remote_cfg = load_config(versions.config_a, {"artifacts_root": str(artifacts),
+                                                     "eval": {"openai": endpoint}})
+        remote = stages.model_eval(remote_cfg, "ft-served", versions.eval_set, log=lambda m: None)
+        # A name the server does not serve is a clear error naming endpoint and model.
+        wrong = load_config(versions.config_a, {"artifacts_root": str(artifacts), "eval": {
+            "backend": "openai", "openai": {**endpoint, "model_name": "{key}"}}})
+        with pytest.raises(BackendError, match=f"refused model '{versions.lora_a}': HTTP 4"):
+            stages.model_eval(wrong, versions.lora_a, versions.eval_set, log=lambda m: None)
+
+    assert served.info["backend"] == {"backend": "openai", "base_url": base_url, "model": merged["path"]}
+    assert remote.info["backend"]["model"] == merged["path"] and remote.info["kind"] == "openai"
+    want = [r["prediction"] for r in read_predictions(expected.dir / "predictions.jsonl")]
+    assert len(want) == 6 and any(want)
+    assert [r["prediction"] for r in read_predictions(served.dir / "predictions.jsonl")] == want
+    assert [r["prediction"] for r in read_predictions(remote.dir / "predictions.jsonl")] == want
+    assert served.info["metrics"] == expected.info["metrics"]
+
+
+def test_serving_spec_commands_for_merged_and_lora_modes(three_versions):
+    merged = Registry(three_versions.artifacts).get(three_versions.lora_b)
+    spec = serving.spec(merged, ServingConfig(port=8001))
+    assert spec["vllm"] == ["vllm", "serve", merged["path"], "--served-model-name", three_versions.lora_b,
+                            "--host", "0.0.0.0", "--port", "8001"]
+    lora = serving.spec(merged, ServingConfig(mode="lora", vllm_args=["--max-loras", "4"]))["vllm"]
+    base_dir, adapter_dir, rank = serving.lora_parts(merged)
+    assert rank == 8  # TRAIN_B's rank, read from adapter_config.json
+    assert lora == ["vllm", "serve", str(base_dir), "--served-model-name", three_versions.base, "--enable-lora",
+                    "--lora-modules", f"{three_versions.lora_b}={adapter_dir}", "--max-lora-rank", "8",
+                    "--host", "0.0.0.0", "--port", "8000", "--max-loras", "4"]
+    assert serving.vllm_lora_rank(4) == 8 and serving.vllm_lora_rank(17) == 32
+    with pytest.raises(serving.ServingError, match="OpenAI serves it"):
+        serving.vllm_command({"key": "ft-x", "kind": "openai", "remote_id": "ft:gpt-4o-mini:o::x"}, ServingConfig())

@@ -1,0 +1,172 @@
+"""Model versions in a real Dagster instance: a real backfill of model_eval, the leaderboard,
+promotion and the serving spec; a changed test split makes every eval stale.
+
+The backfill is launched by `finetune-pipeline backfill-evals` (recorded in the
+instance, as the UI records one) and executed in process by Dagster's own
+backfill daemon iteration, with runs launched synchronously in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._daemon.backfill import execute_backfill_iteration
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from finetune_pipeline import cli
+from finetune_pipeline.definitions import defs
+from finetune_pipeline.defs.settings import PipelineSettings
+from finetune_pipeline.lib.config import PROJECT_ROOT
+from finetune_pipeline.lib.promotion import PromotionStore
+from finetune_pipeline_tests.conftest import seed_row, write_jsonl
+
+# Runs submitted by the backfill start at once and execute synchronously in this process.
+SYNC_LAUNCHER = {"run_launcher": {"module": "dagster._core.launcher.sync_in_memory_run_launcher",
+                                  "class": "SyncInMemoryRunLauncher"},
+                 "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}}
+PARTITION_TAG = "dagster/asset_partition_range_start"
+PROMOTION = ["leaderboard", "champion", "serving_spec"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(three_versions, tmp_path_factory):
+    """A real instance where both trainings registered their versions and one backfill evaluated all three."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        mp.setenv("FINETUNE_PIPELINE_CONFIG", str(three_versions.config_a))
+        with dg.instance_for_test(temp_dir=str(home), overrides=SYNC_LAUNCHER) as instance:
+            job = defs.resolve_job_def("train_and_merge")
+            for config in (three_versions.config_a, three_versions.config_b):
+                # Cache hits: this registers the versions and runs the blocking checks, no training.
+                mp.setenv("FINETUNE_PIPELINE_CONFIG", str(config))
+                assert job.execute_in_process(instance=instance).success
+            mp.setenv("FINETUNE_PIPELINE_CONFIG", str(three_versions.config_a))
+            registered = sorted(instance.get_dynamic_partitions("model_versions"))
+            # The CLI launches a real asset backfill: recorded in the instance, as from the UI.
+            assert cli.main(["backfill-evals"]) == 0
+            [requested] = instance.get_backfills()
+            _run_backfills(instance)
+            yield instance, registered, requested
+
+
+def _run_backfills(instance) -> None:
+    """What the daemon does: iterate until every requested backfill is done."""
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name="finetune_pipeline.definitions",
+                             working_directory=str(PROJECT_ROOT)), location_name="finetune_pipeline")
+    with create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), instance) as workspace:
+        for _ in range(20):
+            list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
+            if all(b.status != BulkActionStatus.REQUESTED for b in instance.get_backfills()):
+                return
+    raise AssertionError(f"backfills not done: {[(b.backfill_id, b.status) for b in instance.get_backfills()]}")
+
+
+def _latest(instance, asset: str, partition: str | None = None):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+        limit=1).records
+    return records[0].asset_materialization if records else None
+
+
+def test_backfill_evaluates_every_version_and_leaderboard_ranks_them(evaluated, three_versions):
+    instance, registered, backfill = evaluated
+    versions = three_versions
+    assert registered == sorted(versions.keys)  # base + two LoRA trainings with different configs
+    assert backfill.status == BulkActionStatus.REQUESTED and backfill.is_asset_backfill
+    assert backfill.tags["finetune/command"] == "backfill-evals"
+    targets = backfill.asset_backfill_data.target_subset
+    assert set(targets.get_partitions_subset(dg.AssetKey("model_eval")).get_partition_keys()) == set(versions.keys)
+    assert {k.to_user_string() for k in targets.asset_keys} == {"model_eval", *PROMOTION}
+
+    assert instance.get_backfill(backfill.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
+    # multi_run backfill policy: one run per version.
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
+    eval_runs = [r for r in runs if r.tags.get(PARTITION_TAG)]
+    assert sorted(r.tags[PARTITION_TAG] for r in eval_runs) == sorted(versions.keys)
+    assert all(r.tags["dagster/asset_partition_range_end"] == r.tags[PARTITION_TAG] for r in eval_runs)
+
+    metrics = {}
+    for key in versions.keys:
+        meta = _latest(instance, "model_eval", key).metadata
+        assert meta["n"].value == 6 and meta["eval_set"].value == versions.eval_set.key
+        metrics[key] = meta["exact_match"].value
+
+    board_meta = _latest(instance, "leaderboard").metadata
+    board = json.loads((versions.artifacts / "leaderboard" / board_meta["artifact_key"].value /
+                        "leaderboard.json").read_text())
+    ranking = [r["version"] for r in board["rows"]]
+    assert ranking == sorted(metrics, key=lambda k: (-metrics[k], k))  # primary metric (exact_match), then key
+    assert board["primary_metric"] == "exact_match" and board["eval_set"] == versions.eval_set.key
+    assert board_meta["metrics_chart"].value.startswith("![metrics by version](data:image/png;base64,")
+    assert "data:image/png;base64," in board_meta["confusion_matrix"].value
+    assert f"| {versions.eval_set.key} |" in board_meta["table"].value
+    rows = {r["version"]: r for r in board["rows"]}
+    assert rows[versions.base]["cost_usd"] == 0.0 and rows[versions.base]["tokens_trained"] == 0
+    for key in (versions.lora_a, versions.lora_b):
+        assert rows[key]["tokens_trained"] > 0 and rows[key]["train_seconds"] > 0
+        cfg = versions.cfg()
+        assert rows[key]["cost_usd"] == pytest.approx(
+            rows[key]["train_seconds"] / 3600 * cfg.costs.hourly_usd[cfg.costs.device], abs=1e-6)
+
+    # First champion: the best version whose blocking checks passed.
+    champion_meta = _latest(instance, "champion").metadata
+    assert champion_meta["champion"].value == ranking[0] and champion_meta["promoted"].value is True
+    checks = champion_meta["blocking_checks"].value
+    for key in (versions.lora_a, versions.lora_b):
+        assert checks[key] == {"merged_matches_base_plus_adapter": True}
+    history = PromotionStore(versions.artifacts).history()
+    assert history[-1]["champion"] == ranking[0] and history[-1]["promoted"] is True
+    spec_meta = _latest(instance, "serving_spec").metadata
+    assert spec_meta["version"].value == ranking[0]
+    assert f"--served-model-name {ranking[0]}" in spec_meta["vllm_command"].value
+
+
+def test_changed_test_split_makes_every_eval_stale_until_backfilled(evaluated, three_versions):
+    instance, _, _ = evaluated
+    versions = three_versions
+    resolver = lambda: get_stale_status_resolver(instance, list(defs.assets))  # noqa: E731
+    status = lambda key: resolver().get_status(dg.AssetKey("model_eval"), key)  # noqa: E731
+    assert {status(k) for k in versions.keys} == {StaleStatus.FRESH}
+
+    # New rows: some land in the test split (split by a hash of the input).
+    extra = versions.raw_dir / "more_tickets.jsonl"
+    write_jsonl(extra, [seed_row(f"My invoice number {i} was charged twice this month, please refund it")
+                        for i in range(40)])
+    try:
+        data_assets = [a for a in defs.assets if a.key.to_user_string() in
+                       ("raw_examples", "base_model", "training_dataset", "eval_set")]
+        result = dg.materialize(data_assets, instance=instance, resources={"settings": PipelineSettings()})
+        new_eval_set = result.output_for_node("eval_set")
+        assert new_eval_set.key != versions.eval_set.key
+        assert {status(k) for k in versions.keys} == {StaleStatus.STALE}
+        causes = resolver().get_stale_causes(dg.AssetKey("model_eval"), versions.base)
+        assert [c.dependency.asset_key.to_user_string() for c in causes] == ["eval_set"]
+        assert "data version" in causes[0].reason
+
+        assert cli.main(["backfill-evals", "--no-promote"]) == 0
+        _run_backfills(instance)
+        assert {status(k) for k in versions.keys} == {StaleStatus.FRESH}
+        for key in versions.keys:
+            assert _latest(instance, "model_eval", key).metadata["eval_set"].value == new_eval_set.key
+    finally:
+        extra.unlink()
+
+
+def test_backfill_evals_refuses_unknown_versions(evaluated, capsys):
+    instance, _, _ = evaluated
+    before = len(instance.get_backfills())
+    assert cli.main(["backfill-evals", "lora-nope"]) == 2
+    assert "not model versions in this instance: ['lora-nope']" in capsys.readouterr().err
+    assert len(instance.get_backfills()) == before
