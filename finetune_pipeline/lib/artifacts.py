@@ -54,8 +54,12 @@ class SecretLeakError(ValueError):
 
 
 def secret_env_values() -> dict[str, str]:
-    """name -> value of the secret-looking environment variables (values shorter than 8 are not secrets)."""
-    return {k: v for k, v in os.environ.items() if SECRET_ENV_NAME.search(k.upper()) and len(v) >= 8}
+    """name -> value of the secret-looking environment variables (values shorter than 8 are not secrets).
+
+    Variables that name where a secret is (HF_TOKEN_PATH, *_FILE, *_DIR) hold paths, not secrets.
+    """
+    return {k: v for k, v in os.environ.items()
+            if SECRET_ENV_NAME.search(k.upper()) and not re.search(r"_(PATH|FILE|DIR)$", k.upper()) and len(v) >= 8}
 
 
 def refuse_secrets(what: str, value: Any) -> None:
