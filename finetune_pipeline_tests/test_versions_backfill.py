@@ -139,18 +139,30 @@ def test_changed_test_split_makes_every_eval_stale_until_backfilled(evaluated, t
     resolver = lambda: get_stale_status_resolver(instance, list(defs.assets))  # noqa: E731
     status = lambda key: resolver().get_status(dg.AssetKey("model_eval"), key)  # noqa: E731
     assert {status(k) for k in versions.keys} == {StaleStatus.FRESH}
+    data_assets = [a for a in defs.assets if a.key.to_user_string() in
+                   ("raw_examples", "base_model", "training_dataset", "eval_set")]
+    evals = dg.AssetSelection.assets("model_eval")
+    tick = dg.evaluate_automation_conditions(defs, instance, asset_selection=evals)
+    assert tick.total_requested == 0
+
+    # The data re-materialized unchanged (as every train_and_merge run does): same eval set data
+    # version, so the automation re-evaluates nothing.
+    dg.materialize(data_assets, instance=instance, resources={"settings": PipelineSettings()})
+    tick = dg.evaluate_automation_conditions(defs, instance, asset_selection=evals, cursor=tick.cursor)
+    assert tick.total_requested == 0 and {status(k) for k in versions.keys} == {StaleStatus.FRESH}
 
     # New rows: some land in the test split (split by a hash of the input).
     extra = versions.raw_dir / "more_tickets.jsonl"
     write_jsonl(extra, [seed_row(f"My invoice number {i} was charged twice this month, please refund it")
                         for i in range(40)])
     try:
-        data_assets = [a for a in defs.assets if a.key.to_user_string() in
-                       ("raw_examples", "base_model", "training_dataset", "eval_set")]
         result = dg.materialize(data_assets, instance=instance, resources={"settings": PipelineSettings()})
         new_eval_set = result.output_for_node("eval_set")
         assert new_eval_set.key != versions.eval_set.key
         assert {status(k) for k in versions.keys} == {StaleStatus.STALE}
+        # The automation sensor would re-evaluate every version (the UI's "Materialize stale" as well).
+        tick = dg.evaluate_automation_conditions(defs, instance, asset_selection=evals, cursor=tick.cursor)
+        assert set(tick.get_requested_partitions(dg.AssetKey("model_eval"))) == set(versions.keys)
         causes = resolver().get_stale_causes(dg.AssetKey("model_eval"), versions.base)
         assert [c.dependency.asset_key.to_user_string() for c in causes] == ["eval_set"]
         assert "data version" in causes[0].reason
@@ -160,6 +172,15 @@ def test_changed_test_split_makes_every_eval_stale_until_backfilled(evaluated, t
         assert {status(k) for k in versions.keys} == {StaleStatus.FRESH}
         for key in versions.keys:
             assert _latest(instance, "model_eval", key).metadata["eval_set"].value == new_eval_set.key
+        # All evaluated again: nothing left to request. A new version is requested alone.
+        tick = dg.evaluate_automation_conditions(defs, instance, asset_selection=evals, cursor=tick.cursor)
+        assert tick.total_requested == 0
+        instance.add_dynamic_partitions("model_versions", ["lora-0000new"])
+        try:
+            tick = dg.evaluate_automation_conditions(defs, instance, asset_selection=evals, cursor=tick.cursor)
+            assert set(tick.get_requested_partitions(dg.AssetKey("model_eval"))) == {"lora-0000new"}
+        finally:
+            instance.delete_dynamic_partition("model_versions", "lora-0000new")
     finally:
         extra.unlink()
 
