@@ -198,7 +198,8 @@ def _with_adapter(model, method: str, tc: dict[str, Any]):
     ))
 
 
-def train_model(spec: TrainSpec, report: Report = print) -> dict[str, Any]:
+def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None = None) -> dict[str, Any]:
+    """Train as `spec` says; `callbacks` are extra TrainerCallbacks (the benchmark's meter)."""
     tc = spec.train
     method = training_method(tc)
     require_cuda_for(method)
@@ -291,7 +292,7 @@ def train_model(spec: TrainSpec, report: Report = print) -> dict[str, Any]:
         report(f"resuming from {resume.name} (step {resumed_from}) in {work_dir}")
 
     progress = ProgressCallback(report)
-    callbacks = [progress, CheckpointReport(report)]
+    callbacks = [progress, CheckpointReport(report), *(callbacks or [])]
     if has_val and patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = EngineTrainer(

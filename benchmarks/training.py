@@ -1,0 +1,321 @@
+"""Training throughput: the seed recipe vs our engine vs TRL's SFTTrainer, same model, same data.
+
+    python benchmarks/training.py            # SmolLM2-135M-Instruct, the sample data (~10 min on 2 cores)
+    python benchmarks/training.py --quick    # the tiny random model (< 1 min)
+
+Variants (LoRA r=16 on all linear layers, batch 8, lr 1e-3, fp32, one process each):
+- seed: the seed recipe exactly: chat template text padded to max_length=2048
+  (`padding="max_length"`), labels = a copy of input_ids (loss on prompt and
+  padding too), the plain HF Trainer. One 2048-position row per step: 8 of
+  them at once would need ~20 GB, and a row costs the same per position
+  either way (the LoRA optimizer step, 4.9M parameters, is negligible).
+- ours: `finetune_pipeline.lib.train.train_model`, as the pipeline runs it.
+- trl: TRL SFTTrainer, padding_free=True, on the same tokenized examples and
+  assistant-only labels; gradient checkpointing off and fp32 like the others
+  (TRL's defaults turn both on; both measured slower on this CPU).
+- trl_packed (in the default run): TRL's BFD packing into rows of ~8 examples.
+
+Each variant runs in its own process (so peak RSS is its own), time-boxed.
+Throughput is steady state: non-pad tokens / seconds over the optimizer steps
+after the first (which pays one-off costs). Ours and TRL run in alternating
+rounds so that both see the same drift in machine load; a round's figures are
+summed. The last line is one JSON object with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+SEED_MAX_LENGTH = 2048
+
+
+# --- measuring ----------------------------------------------------------------
+
+def meter_callback(time_box: float, min_steps: int):
+    """Times optimizer steps and their non-pad tokens; stops the run at the time box."""
+    from transformers import TrainerCallback
+
+    class Meter(TrainerCallback):
+        def __init__(self):
+            self.steps: list[tuple[float, int]] = []  # (seconds, non-pad tokens) per optimizer step
+            self.positions = self.tokens = 0  # over every collated batch, for the padding fraction
+
+        def wrap(self, trainer) -> None:
+            """Count padded positions in what the collator hands the model."""
+            inner = trainer.data_collator
+
+            def counting(features):
+                batch = inner(features)
+                mask = batch.get("attention_mask")
+                self.positions += batch["input_ids"].numel()
+                self.tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+                return batch
+            trainer.data_collator = counting
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.time()
+            self._seen = state.num_input_tokens_seen
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            # num_input_tokens_seen counts non-pad tokens (attention mask, or every token of a padding-free row).
+            self.steps.append((time.time() - self._t, state.num_input_tokens_seen - self._seen))
+            self._seen = state.num_input_tokens_seen
+            if time.time() - self.start > time_box and len(self.steps) >= min_steps:
+                control.should_training_stop = True
+
+        def summary(self, log_history) -> dict:
+            steady = self.steps[1:]  # every step but the first
+            tokens, seconds = sum(n for _, n in steady), sum(t for t, _ in steady)
+            losses = [h["loss"] for h in log_history if "loss" in h]
+            return {
+                "steps": len(self.steps),
+                "tokens": tokens,
+                "seconds": round(seconds, 2),
+                "tokens_per_second": round(tokens / seconds, 2) if seconds else None,
+                "padding_fraction": round(1 - self.tokens / self.positions, 4) if self.positions else None,
+                "final_loss": round(losses[-1], 4) if losses else None,
+            }
+
+    return Meter()
+
+
+# --- the variants (each runs in its own process) ------------------------------
+
+def _records(train_file: str):
+    from finetune_pipeline.lib.cleaning import read_split
+
+    return read_split(Path(train_file))
+
+
+def _lora_model(model_dir: str):
+    from peft import LoraConfig, get_peft_model
+
+    from finetune_pipeline.lib.base_models import load_model
+
+    model = load_model(Path(model_dir))
+    return get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                            target_modules=LORA["target_modules"], task_type="CAUSAL_LM"))
+
+
+def _common_args(batch: int, steps: int, out_dir: str) -> dict:
+    return dict(output_dir=out_dir, max_steps=steps, learning_rate=1e-3, warmup_steps=0.05,
+                lr_scheduler_type="cosine", logging_steps=1, save_strategy="no", report_to=[], seed=42,
+                use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+
+
+def run_seed(a, meter) -> dict:
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    from finetune_pipeline.lib.base_models import load_tokenizer
+
+    tok = load_tokenizer(Path(a.model_dir))
+    texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in _records(a.train_file)]
+    enc = tok(texts, padding="max_length", max_length=SEED_MAX_LENGTH, truncation=True)
+    ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                            "labels": [list(ids) for ids in enc["input_ids"]]})  # labels = input_ids copy
+    args = TrainingArguments(**_common_args(a.batch, a.steps, a.work), include_num_input_tokens_seen="non_padding",
+                             per_device_train_batch_size=1)
+    trainer = Trainer(model=_lora_model(a.model_dir), args=args, train_dataset=ds,
+                      data_collator=default_data_collator, callbacks=[meter])
+    meter.wrap(trainer)
+    trainer.train()
+    return meter.summary(trainer.state.log_history)
+
+
+def run_ours(a, meter) -> dict:
+    from finetune_pipeline.lib.config import TrainConfig
+    from finetune_pipeline.lib.train import TrainSpec, train_model
+    import dataclasses
+
+    tc = dataclasses.asdict(TrainConfig())
+    tc.update(lora=LORA, batch_size=a.batch, max_steps=a.steps, learning_rate=1e-3, logging_steps=1,
+              eval_steps=10_000, save_steps=10_000)
+    tc.update(a.ours_options)
+    empty_val = Path(a.work) / "val.jsonl"
+    empty_val.write_text("")  # no evaluation: this measures training
+    spec = TrainSpec(base_model_dir=a.model_dir, train_file=a.train_file, val_file=str(empty_val),
+                     output_dir=str(Path(a.work) / "adapter"), work_dir=str(Path(a.work) / "work"), train=tc)
+    result = train_model(spec, report=lambda line: None, callbacks=[meter])
+    # The engine counts padded positions itself (its collator is internal).
+    return {**meter.summary(_log_history(result)), "padding_fraction": result["padding_fraction"],
+            "packing": result["packing"]}
+
+
+def _log_history(result: dict) -> list[dict]:
+    return [p for p in result["loss_curve"] if "loss" in p]
+
+
+def run_trl(a, meter, packed: bool = False) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from finetune_pipeline.lib.base_models import load_model, load_tokenizer
+    from finetune_pipeline.lib.collate import tokenize_records
+
+    tok = load_tokenizer(Path(a.model_dir))
+    rows = tokenize_records(tok, _records(a.train_file))  # the same ids and assistant-only labels as ours
+    ds = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    mean_len = statistics.mean(len(r["input_ids"]) for r in rows)
+    common = _common_args(a.batch, a.steps, a.work)
+    options = dict(padding_free=True, max_length=None, per_device_train_batch_size=a.batch)
+    if packed:  # rows of about `batch` examples, one row per step: the same tokens per step
+        options = dict(packing=True, packing_strategy="bfd", max_length=int(mean_len * a.batch),
+                       per_device_train_batch_size=1)
+    args = SFTConfig(**common, **options, gradient_checkpointing=False, bf16=False,
+                     include_num_input_tokens_seen="all")
+    model = load_model(Path(a.model_dir))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[meter],
+                         peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                                target_modules=LORA["target_modules"], task_type="CAUSAL_LM"))
+    meter.wrap(trainer)
+    trainer.train()
+    return meter.summary(trainer.state.log_history)
+
+
+VARIANTS = {
+    "seed": run_seed,
+    "ours": run_ours,
+    "ours_gc": run_ours,  # with gradient checkpointing
+    "ours_compile": run_ours,  # with torch.compile
+    "ours_padded": run_ours,  # the fallback: length-grouped dynamic padding
+    "trl": run_trl,
+    "trl_packed": lambda a, m: run_trl(a, m, packed=True),
+}
+OURS_OPTIONS = {"ours_gc": {"gradient_checkpointing": True}, "ours_compile": {"torch_compile": True},
+                "ours_padded": {"packing": False}}
+
+
+def child(a) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    a.ours_options = OURS_OPTIONS.get(a.run_variant, {})
+    load_before = os.getloadavg()[0]
+    result = VARIANTS[a.run_variant](a, meter_callback(a.time_box, a.min_steps))
+    result.update(variant=a.run_variant, peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  load=[round(load_before, 1), round(os.getloadavg()[0], 1)])
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --- the parent: data, rounds, table --------------------------------------------
+
+def prepare_data(quick: bool, root: Path) -> tuple[str, str]:
+    from finetune_pipeline.lib import stages
+    from finetune_pipeline.lib.config import DEFAULT_CONFIG, load_config
+
+    model = "tiny-random" if quick else "embedded:smollm2-135m-instruct"
+    # The project's model cache, a scratch artifacts root: the benchmark registers no model version.
+    cfg = load_config(DEFAULT_CONFIG, {"model": {"base_model": model}, "artifacts_root": str(root / "artifacts")})
+    quiet = lambda line: None  # noqa: E731
+    base = stages.base_model(cfg, log=quiet)
+    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg, log=quiet), base, log=quiet)
+    return base.info["model_dir"], str(dataset.dir / "train.jsonl")
+
+
+def run_variant(name: str, a, model_dir: str, train_file: str, steps: int, time_box: float, root: Path) -> dict:
+    work = tempfile.mkdtemp(prefix=f"{name}-", dir=root)
+    cmd = [sys.executable, __file__, "--run-variant", name, "--model-dir", model_dir, "--train-file", train_file,
+           "--steps", str(steps), "--time-box", str(time_box), "--min-steps", str(a.min_steps),
+           "--batch", str(a.batch), "--work", work]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"variant {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    print(f"  {name:12s} {result['steps']} steps, {result['tokens_per_second']} tokens/s "
+          f"(load {result['load'][0]}..{result['load'][1]})", flush=True)
+    return result
+
+
+def combine(results: list[dict]) -> dict:
+    """Rounds of one variant: tokens and seconds summed, the rest from the last round."""
+    out = dict(results[-1])
+    out["tokens"] = sum(r["tokens"] for r in results)
+    out["seconds"] = round(sum(r["seconds"] for r in results), 2)
+    out["tokens_per_second"] = round(out["tokens"] / out["seconds"], 2) if out["seconds"] else None
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    out["steps"] = sum(r["steps"] for r in results)
+    out["rounds"] = len(results)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the tiny random model, a few steps (< 1 min)")
+    p.add_argument("--variants", default=None, help="comma list; default seed,ours,trl (+trl_packed without --quick)")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds of the non-seed variants")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--min-steps", type=int, default=2)
+    # internal: one variant in this process
+    p.add_argument("--run-variant", help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    p.add_argument("--train-file", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--time-box", type=float, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--work", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.run_variant:
+        child(a)
+        return 0
+
+    variants = (a.variants or ("seed,ours,trl" if a.quick else "seed,ours,trl,trl_packed")).split(",")
+    rounds = a.rounds or (1 if a.quick else 2)
+    # (steps, time box in s) per variant; the time box ends a variant early on a busy machine.
+    plan = {"seed": (3, 10) if a.quick else (6, 90)}
+    default = (6, 8) if a.quick else (40, 60)
+    print(f"machine: {os.cpu_count()} CPUs, uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        root = Path(tmp)
+        model_dir, train_file = prepare_data(a.quick, root)
+        print(f"model: {model_dir}\ndata: {train_file}")
+        results: dict[str, list[dict]] = {}
+        if "seed" in variants:
+            results["seed"] = [run_variant("seed", a, model_dir, train_file, *plan["seed"], root)]
+        for r in range(rounds):
+            order = [v for v in variants if v != "seed"]
+            for name in (order if r % 2 == 0 else order[::-1]):
+                results.setdefault(name, []).append(run_variant(name, a, model_dir, train_file, *default, root))
+    table = {name: combine(rs) for name, rs in results.items()}
+    print(f"uptime after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print()
+    print("| variant | steps | non-pad tokens/s | padded positions | peak RSS MB | final loss | load (1 min) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, t in table.items():
+        print(f"| {name} | {t['steps']} | {t['tokens_per_second']:.1f} | {t['padding_fraction']:.1%} | "
+              f"{t['peak_rss_mb']} | {t['final_loss']} | {t['load'][0]}..{t['load'][1]} |")
+    print("\nfinal loss: seed's includes prompt and padding tokens (labels = input_ids), so it is not comparable.")
+    ours = table.get("ours", {}).get("tokens_per_second")
+    trl_best = max((table[v]["tokens_per_second"] for v in ("trl", "trl_packed") if v in table), default=None)
+    seed = table.get("seed", {}).get("tokens_per_second")
+    summary = {
+        "ours_vs_seed": round(ours / seed, 2) if ours and seed else None,
+        "ours_vs_trl": round(ours / trl_best, 3) if ours and trl_best else None,
+        "padding_fraction": table.get("ours", {}).get("padding_fraction"),
+    }
+    for name in table:
+        if name.startswith("ours_") and ours:
+            summary[f"{name}_vs_ours"] = round(table[name]["tokens_per_second"] / ours, 3)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
