@@ -35,7 +35,7 @@ def start_group(command: list[str], log: Path, **kwargs) -> subprocess.Popen:
                             start_new_session=True, **kwargs)
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+def stop_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     """SIGINT (dagster dev shuts down its daemon and webserver on it), then SIGKILL whatever is left."""
     try:
         os.killpg(proc.pid, signal.SIGINT)
