@@ -13,6 +13,7 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.artifacts import ArtifactRef
 from finetune_pipeline.lib.merge import merged_matches_adapter
 from finetune_pipeline.lib.train import TrainSpec, child_command
+from finetune_pipeline.lib.training_pod import pod_run_args
 
 MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")
 
@@ -37,8 +38,15 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
                  base_model: ArtifactRef, training_dataset: ArtifactRef) -> dg.Output:
     def launch(spec_path: Path) -> dict:
         # One process, or train.num_processes under torchrun/accelerate; rank 0 talks Pipes.
-        command = child_command(sys.executable, spec_path, TrainSpec.load(spec_path).train)
-        invocation = pipes_subprocess_client.run(command=command, context=context)
+        tc = TrainSpec.load(spec_path).train
+        if tc["runner"] == "k8s":  # the same child on its own GPU pod
+            from dagster_k8s import PipesK8sClient
+
+            client = PipesK8sClient(load_incluster_config=tc["pod"]["in_cluster"])
+            invocation = client.run(context=context, **pod_run_args(tc, spec_path))
+        else:
+            command = child_command(sys.executable, spec_path, tc)
+            invocation = pipes_subprocess_client.run(command=command, context=context)
         messages = invocation.get_custom_messages()
         if not messages:
             raise RuntimeError("the training child finished without reporting a result")

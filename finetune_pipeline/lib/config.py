@@ -86,6 +86,24 @@ class LoraConfig:
 
 
 @dataclass
+class TrainPodConfig:
+    """The training pod when train.runner is k8s (Dagster's PipesK8sClient; `pip install -e '.[k8s]'`)."""
+
+    image: str = ""  # the project image, with a CUDA build of torch
+    namespace: str = "default"
+    gpus: int = 1  # nvidia.com/gpu limit; set train.num_processes to the same number
+    cpu: str = "8"
+    memory: str = "64Gi"
+    # The ReadWriteMany volume holding artifacts_root and model_cache, mounted
+    # at the same path as in the run's own pod (artifacts refer to absolute paths).
+    volume_claim: str = ""
+    mount_path: str = ""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    # True inside the cluster (the run pod); False uses ~/.kube/config (a laptop).
+    in_cluster: bool = True
+
+
+@dataclass
 class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     epochs: float = 1.0
@@ -133,6 +151,11 @@ class TrainConfig:
     # share); > 1 launches the same child under `launcher` (torchrun or accelerate).
     num_processes: int = 1
     launcher: Literal["torchrun", "accelerate"] = "torchrun"
+    # Where the training child runs: "subprocess" (beside the Dagster run, the
+    # default) or "k8s" (its own GPU pod, see `pod`). Not part of the adapter's
+    # recipe: where it trained does not change what was trained.
+    runner: Literal["subprocess", "k8s"] = "subprocess"
+    pod: TrainPodConfig = field(default_factory=TrainPodConfig)
 
 
 @dataclass
@@ -411,6 +434,8 @@ def _validate_train(t: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}: train.general_mix_ratio must be in [0, 1), got {t.general_mix_ratio!r}")
     if t.num_processes < 1 or t.launcher not in ("torchrun", "accelerate"):
         raise ConfigError(f"{where}: train.num_processes must be >= 1 and train.launcher torchrun or accelerate")
+    if t.runner not in ("subprocess", "k8s"):
+        raise ConfigError(f"{where}: train.runner must be subprocess or k8s, got {t.runner!r}")
 
 
 def _validate_openai(o: OpenAIConfig, where: str) -> None:

@@ -149,7 +149,9 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
     train_cfg = cfg.section("train")
     require_cuda_for(training_method(train_cfg))  # before anything is loaded or launched
     inputs = [base.as_input(), dataset.as_input()]
-    recipe = {"base": base.key, "dataset": dataset.key, "train": train_cfg, "code": CODE_VERSIONS["lora_adapter"]}
+    # Where the child runs (subprocess or a k8s pod) does not change what it trains.
+    trained = {k: v for k, v in train_cfg.items() if k not in ("runner", "pod")}
+    recipe = {"base": base.key, "dataset": dataset.key, "train": trained, "code": CODE_VERSIONS["lora_adapter"]}
     general_file = None
     if cfg.train.general_mix_ratio > 0:
         general_file = cfg.path(cfg.train.general_mix_source)
