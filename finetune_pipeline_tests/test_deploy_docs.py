@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, load_config
+from finetune_pipeline.lib.training_pod import pod_run_args
 
 DOC = PROJECT_ROOT / "docs" / "kubernetes.md"
 
@@ -29,6 +30,14 @@ def test_the_documented_pipeline_config_loads_with_shared_volume_paths(tmp_path)
     assert cfg.artifacts_dir == Path("/mnt/finetune/artifacts")
     assert cfg.model_cache_dir == Path("/mnt/finetune/model_cache")
     assert cfg.raw_dir == Path("/mnt/finetune/raw")
+    # Training on its own pod: the shared volume holds everything the pod reads and writes.
+    train = cfg.section("train")
+    assert train["runner"] == "k8s" and train["pod"]["gpus"] >= 1
+    mount = Path(train["pod"]["mount_path"])
+    assert mount in cfg.artifacts_dir.parents and mount in cfg.model_cache_dir.parents
+    args = pod_run_args(train, cfg.artifacts_dir / "lora_adapter" / ".work-0123" / "spec.json")
+    assert args["image"] == train["pod"]["image"]
+    assert args["base_pod_spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 def test_documented_helm_values_match_the_shipped_production_instance():
