@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.train import ORDER_FILE, child_command
@@ -33,3 +36,13 @@ def test_two_processes_train_one_adapter_on_different_examples(tmp_path):
     assert len(set(by_rank[0] + by_rank[1])) == 12
     # Tokens are counted over both ranks: at least the 12 examples' shortest possible rows.
     assert adapter.info["tokens_seen"] >= 12 * 50
+
+
+def test_accelerate_launcher_without_gpus_says_to_use_torchrun(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA to check the CPU error")
+    tc = load_config(write_config(tmp_path, SAMPLE_RAW, train={**TRAIN, "launcher": "accelerate"})).section("train")
+    with pytest.raises(RuntimeError, match="use train.launcher: torchrun for several CPU processes"):
+        child_command("python", tmp_path / "spec.json", tc)
+    on_pod = child_command("python", tmp_path / "spec.json", {**tc, "runner": "k8s"})  # the pod has the GPUs
+    assert on_pod[1:5] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes"]

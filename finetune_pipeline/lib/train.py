@@ -87,11 +87,14 @@ def child_command(python: str, spec_path: Path, tc: dict[str, Any]) -> list[str]
     if n <= 1:
         return [python, *child]
     if tc.get("launcher", "torchrun") == "accelerate":
-        import torch
+        if tc.get("runner", "subprocess") == "subprocess":
+            import torch
 
-        cpu = [] if torch.cuda.is_available() else ["--cpu"]
-        return [python, "-m", "accelerate.commands.launch", "--num_processes", str(n), "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", *cpu, *child]
+            if not torch.cuda.is_available():
+                raise RuntimeError("train.launcher: accelerate starts one process per GPU (--multi_gpu) and this "
+                                   "machine has no CUDA device; use train.launcher: torchrun for several CPU processes")
+        return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", *child[1:]]
     # --standalone: a private rendezvous on a free local port, so runs never collide.
     return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), *child]
 
