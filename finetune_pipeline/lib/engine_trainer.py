@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -65,7 +66,12 @@ class CheckpointReport(TrainerCallback):
 
 
 class ProgressCallback(TrainerCallback):
-    """Step i/N, loss, non-pad tokens/s and ETA, at every log and at least every 30 s."""
+    """Step i/N, loss, non-pad tokens/s and ETA, at every log and at least every 30 s.
+
+    A step can take longer than 30 s (a big batch on a CPU), so a background
+    thread repeats the last line, marked with the running step, whenever the
+    log has been quiet for `every_seconds`. Rank 0 only.
+    """
 
     def __init__(self, report: Report, every_seconds: float = 30.0):
         self.report = report
@@ -74,17 +80,36 @@ class ProgressCallback(TrainerCallback):
         self.tokens_at_start = 0
         self._start_step = 0
         self._start = self._last = time.time()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         # On a resume the state is already the checkpoint's: measure this attempt only.
         self._start = self._last = time.time()
         self._start_step = state.global_step
         self.tokens_at_start = int(state.num_input_tokens_seen)
+        if state.is_world_process_zero and self._thread is None:
+            self._thread = threading.Thread(target=self._beat, args=(state,), daemon=True, name="progress")
+            self._thread.start()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._stop.set()
+
+    def _beat(self, state) -> None:
+        while not self._stop.wait(min(self.every / 3, 5.0)):
+            if time.time() - self._last >= self.every:
+                self._emit(self._line(state, f" (step {state.global_step + 1} running)"))
+
+    def _emit(self, line: str) -> None:
+        with self._lock:  # the training thread and the heartbeat share `report`
+            self._last = time.time()
+            self.report(line)
 
     def _line(self, state, extra: str = "") -> str:
         elapsed = time.time() - self._start
-        done = max(state.global_step - self._start_step, 1)
-        eta = elapsed / done * max(state.max_steps - state.global_step, 0)
+        done = state.global_step - self._start_step
+        eta = elapsed / done * max(state.max_steps - state.global_step, 0) if done else float("nan")
         tps = (state.num_input_tokens_seen - self.tokens_at_start) / elapsed if elapsed > 0 else 0.0
         loss = f"loss {self.last_loss:.4f}" if self.last_loss is not None else "loss -"
         return (f"step {state.global_step}/{state.max_steps} {loss}{extra} "
@@ -100,23 +125,7 @@ class ProgressCallback(TrainerCallback):
         if "eval_loss" in logs:
             extra = f" eval_loss {logs['eval_loss']:.4f}"
         if "loss" in logs or extra:
-            self._last = time.time()
-            self.report(self._line(state, extra))
-
-    def _heartbeat(self, state):
-        if state.is_world_process_zero and time.time() - self._last >= self.every:
-            self._last = time.time()
-            self.report(self._line(state))
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self._heartbeat(state)
-
-    # Within long accumulated steps and long evaluations too.
-    def on_substep_end(self, args, state, control, **kwargs):
-        self._heartbeat(state)
-
-    def on_prediction_step(self, args, state, control, **kwargs):
-        self._heartbeat(state)
+            self._emit(self._line(state, extra))
 
 
 def _mmss(seconds: float) -> str:

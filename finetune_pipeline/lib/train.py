@@ -24,6 +24,7 @@ import os
 import random
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,6 +295,7 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
     if resume:
         report(f"resuming from {resume.name} (step {resumed_from}) in {work_dir}")
 
+    report = _serialized(report)  # the progress heartbeat thread reports too
     progress = ProgressCallback(report)
     callbacks = [progress, CheckpointReport(report), *(callbacks or [])]
     if has_val and patience > 0:
@@ -351,6 +353,15 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
            f"eval loss {result['eval_loss']} (best step {result['best_step']}), "
            f"{result['tokens_per_second']} non-pad tokens/s, padding {result['padding_fraction']:.1%}")
     return result
+
+
+def _serialized(report: Report) -> Report:
+    lock = threading.Lock()
+
+    def locked(line: str) -> None:
+        with lock:
+            report(line)
+    return locked
 
 
 def _checkpointing_args(on: bool) -> dict[str, Any]:
