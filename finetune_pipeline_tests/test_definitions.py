@@ -28,7 +28,7 @@ def test_definitions_load_with_expected_assets_groups_and_edges():
     assert parents["merged_model"] == ["base_model", "lora_adapter"]
     assert parents["openai_fine_tuned_model"] == ["training_dataset"]
     assert parents["eval_set"] == ["training_dataset"]
-    assert parents["model_eval"] == ["base_model", "eval_set", "merged_model", "openai_fine_tuned_model"]
+    assert parents["model_eval"] == ["base_model", "eval_set", "merged_model"]
     assert parents["leaderboard"] == ["eval_set", "model_eval"]
     assert parents["champion"] == ["leaderboard"] and parents["serving_spec"] == ["champion"]
 

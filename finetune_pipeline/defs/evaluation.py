@@ -41,7 +41,9 @@ EVAL_ON_NEW_VERSION_OR_EVAL_SET = (
     code_version=stages.CODE_VERSIONS["model_eval"],
     # Lineage edges for the graph; the version's weights (or remote id) are found
     # through the registry by the partition key, never as "the latest model".
-    deps=["base_model", "merged_model", "openai_fine_tuned_model"],
+    # No edge to openai_fine_tuned_model: it yields nothing unless openai.enabled,
+    # and Dagster skips the steps after a skipped one in the same run.
+    deps=["base_model", "merged_model"],
     # One run per version: each loads a different model, a broken version (or an
     # unreachable endpoint) fails alone and is retried alone, and each run's log
     # and metadata belong to one version. A single run over a range would load
