@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import contextmanager
 
 import dagster as dg
 import pytest
@@ -22,6 +23,7 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._utils.test.data_versions import get_stale_status_resolver
+from dagster_graphql.test.utils import execute_dagster_graphql
 
 from finetune_pipeline import cli
 from finetune_pipeline.definitions import defs
@@ -60,17 +62,31 @@ def evaluated(three_versions, tmp_path_factory):
             yield instance, registered, requested
 
 
-def _run_backfills(instance) -> None:
-    """What the daemon does: iterate until every requested backfill is done."""
+@contextmanager
+def _workspace(instance):
+    """The code location loaded in process, as the daemon and the webserver load it."""
     origin = InProcessCodeLocationOrigin(
         LoadableTargetOrigin(executable_path=sys.executable, module_name="finetune_pipeline.definitions",
                              working_directory=str(PROJECT_ROOT)), location_name="finetune_pipeline")
     with create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), instance) as workspace:
+        yield workspace
+
+
+def _run_backfills(instance) -> None:
+    """What the daemon does: iterate until every requested backfill is done."""
+    with _workspace(instance) as workspace:
         for _ in range(20):
             list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
             if all(b.status != BulkActionStatus.REQUESTED for b in instance.get_backfills()):
                 return
     raise AssertionError(f"backfills not done: {[(b.backfill_id, b.status) for b in instance.get_backfills()]}")
+
+
+# The query behind the UI's backfills page (Overview -> Backfills).
+BACKFILLS_QUERY = """
+query { partitionBackfillsOrError { __typename ... on PartitionBackfills {
+  results { id status title numPartitions isAssetBackfill assetSelection { path } } } } }
+"""
 
 
 def _latest(instance, asset: str, partition: str | None = None):
@@ -91,6 +107,13 @@ def test_backfill_evaluates_every_version_and_leaderboard_ranks_them(evaluated, 
     assert {k.to_user_string() for k in targets.asset_keys} == {"model_eval", *PROMOTION}
 
     assert instance.get_backfill(backfill.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
+    # What the UI shows, through the webserver's own GraphQL schema.
+    with _workspace(instance) as workspace:
+        shown = execute_dagster_graphql(workspace.create_request_context(), BACKFILLS_QUERY).data
+    [row] = shown["partitionBackfillsOrError"]["results"]
+    assert row["id"] == backfill.backfill_id and row["status"] == "COMPLETED_SUCCESS" and row["isAssetBackfill"]
+    assert row["title"] == "backfill-evals: 3 model version(s)" and row["numPartitions"] == 3
+    assert sorted(a["path"][0] for a in row["assetSelection"]) == sorted(["model_eval", *PROMOTION])
     # multi_run backfill policy: one run per version.
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
     eval_runs = [r for r in runs if r.tags.get(PARTITION_TAG)]
