@@ -17,7 +17,9 @@ Variants (LoRA r=16 on all linear layers, batch 8, lr 1e-3, fp32, one process ea
 
 Each variant runs in its own process (so peak RSS is its own), time-boxed.
 Throughput is steady state: non-pad tokens / seconds over the optimizer steps
-after the first (which pays one-off costs). Ours and TRL run in alternating
+after the first (which pays one-off costs). On a shared machine wall-clock
+seconds measure the scheduler as much as the code, so the table also gives
+non-pad tokens per CPU-second of the variant's process (`*_cpu` ratios). Ours and TRL run in alternating
 rounds so that both see the same drift in machine load; a round's figures are
 summed. The last line is one JSON object with the ratios.
 """
@@ -50,7 +52,7 @@ def meter_callback(time_box: float, min_steps: int):
 
     class Meter(TrainerCallback):
         def __init__(self):
-            self.steps: list[tuple[float, int]] = []  # (seconds, non-pad tokens) per optimizer step
+            self.steps: list[tuple[float, float, int]] = []  # (seconds, CPU seconds, non-pad tokens) per step
             self.positions = self.tokens = 0  # over every collated batch, for the padding fraction
 
         def wrap(self, trainer) -> None:
@@ -70,24 +72,27 @@ def meter_callback(time_box: float, min_steps: int):
             self._seen = state.num_input_tokens_seen
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self._t = time.time()
+            self._t, self._cpu = time.time(), time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
             # num_input_tokens_seen counts non-pad tokens (attention mask, or every token of a padding-free row).
-            self.steps.append((time.time() - self._t, state.num_input_tokens_seen - self._seen))
+            self.steps.append((time.time() - self._t, time.process_time() - self._cpu,
+                               state.num_input_tokens_seen - self._seen))
             self._seen = state.num_input_tokens_seen
             if time.time() - self.start > time_box and len(self.steps) >= min_steps:
                 control.should_training_stop = True
 
         def summary(self, log_history) -> dict:
             steady = self.steps[1:]  # every step but the first
-            tokens, seconds = sum(n for _, n in steady), sum(t for t, _ in steady)
+            tokens, seconds, cpu = sum(s[2] for s in steady), sum(s[0] for s in steady), sum(s[1] for s in steady)
             losses = [h["loss"] for h in log_history if "loss" in h]
             return {
                 "steps": len(self.steps),
                 "tokens": tokens,
                 "seconds": round(seconds, 2),
                 "tokens_per_second": round(tokens / seconds, 2) if seconds else None,
+                "cpu_seconds": round(cpu, 2),
+                "tokens_per_cpu_second": round(tokens / cpu, 2) if cpu else None,
                 "padding_fraction": round(1 - self.tokens / self.positions, 4) if self.positions else None,
                 "final_loss": round(losses[-1], 4) if losses else None,
             }
@@ -251,6 +256,8 @@ def combine(results: list[dict]) -> dict:
     out["tokens"] = sum(r["tokens"] for r in results)
     out["seconds"] = round(sum(r["seconds"] for r in results), 2)
     out["tokens_per_second"] = round(out["tokens"] / out["seconds"], 2) if out["seconds"] else None
+    out["cpu_seconds"] = round(sum(r["cpu_seconds"] for r in results), 2)
+    out["tokens_per_cpu_second"] = round(out["tokens"] / out["cpu_seconds"], 2) if out["cpu_seconds"] else None
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
     out["steps"] = sum(r["steps"] for r in results)
     out["rounds"] = len(results)
@@ -296,20 +303,23 @@ def main() -> int:
     table = {name: combine(rs) for name, rs in results.items()}
     print(f"uptime after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     print()
-    print("| variant | steps | non-pad tokens/s | padded positions | peak RSS MB | final loss | load (1 min) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | steps | non-pad tokens/s | non-pad tokens/CPU-s | padded positions | peak RSS MB "
+          "| final loss | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, t in table.items():
-        print(f"| {name} | {t['steps']} | {t['tokens_per_second']:.1f} | {t['padding_fraction']:.1%} | "
-              f"{t['peak_rss_mb']} | {t['final_loss']} | {t['load'][0]}..{t['load'][1]} |")
+        print(f"| {name} | {t['steps']} | {t['tokens_per_second']:.1f} | {t['tokens_per_cpu_second']:.1f} | "
+              f"{t['padding_fraction']:.1%} | {t['peak_rss_mb']} | {t['final_loss']} | "
+              f"{t['load'][0]}..{t['load'][1]} |")
     print("\nfinal loss: seed's includes prompt and padding tokens (labels = input_ids), so it is not comparable.")
+    summary = {}
+    for metric, suffix in (("tokens_per_second", ""), ("tokens_per_cpu_second", "_cpu")):
+        ours = table.get("ours", {}).get(metric)
+        trl_best = max((table[v][metric] for v in ("trl", "trl_packed") if v in table), default=None)
+        seed = table.get("seed", {}).get(metric)
+        summary[f"ours_vs_seed{suffix}"] = round(ours / seed, 2) if ours and seed else None
+        summary[f"ours_vs_trl{suffix}"] = round(ours / trl_best, 3) if ours and trl_best else None
+    summary["padding_fraction"] = table.get("ours", {}).get("padding_fraction")
     ours = table.get("ours", {}).get("tokens_per_second")
-    trl_best = max((table[v]["tokens_per_second"] for v in ("trl", "trl_packed") if v in table), default=None)
-    seed = table.get("seed", {}).get("tokens_per_second")
-    summary = {
-        "ours_vs_seed": round(ours / seed, 2) if ours and seed else None,
-        "ours_vs_trl": round(ours / trl_best, 3) if ours and trl_best else None,
-        "padding_fraction": table.get("ours", {}).get("padding_fraction"),
-    }
     for name in table:
         if name.startswith("ours_") and ours:
             summary[f"{name}_vs_ours"] = round(table[name]["tokens_per_second"] / ours, 3)

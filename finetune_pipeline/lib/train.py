@@ -119,20 +119,23 @@ def _is_complete(ckpt: Path) -> bool:
             and state.get("global_step") == step)
 
 
-def last_complete_checkpoint(work_dir: Path, report: Report | None = None) -> Path | None:
-    """The newest complete checkpoint-N in `work_dir`; incomplete ones are removed (and said)."""
-    found = sorted((int(m.group(1)), p) for p in Path(work_dir).glob("checkpoint-*")
-                   if p.is_dir() and (m := CHECKPOINT.match(p.name)))
-    best = None
-    for step, path in reversed(found):
-        if best is None and _is_complete(path):
-            best = path
-        elif not _is_complete(path):
-            if report:
-                report(f"ignoring half-written {path.name} (no complete trainer state); removing it")
+def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
+    return sorted((int(m.group(1)), p) for p in Path(work_dir).glob("checkpoint-*")
+                  if p.is_dir() and (m := CHECKPOINT.match(p.name)))
+
+
+def last_complete_checkpoint(work_dir: Path) -> Path | None:
+    """The newest complete checkpoint-N in `work_dir` (read only: a trainer may be writing there)."""
+    return next((path for _, path in reversed(_checkpoints(work_dir)) if _is_complete(path)), None)
+
+
+def remove_incomplete_checkpoints(work_dir: Path, report: Report) -> None:
+    """Before a resume: checkpoints a killed attempt left half-written are removed, and said."""
+    for _, path in _checkpoints(work_dir):
+        if not _is_complete(path):
+            report(f"ignoring half-written {path.name} (no complete trainer state); removing it")
             if rank() == 0:
                 shutil.rmtree(path, ignore_errors=True)
-    return best
 
 
 # --- data --------------------------------------------------------------------
@@ -290,7 +293,8 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
         remove_unused_columns=False,
         **_checkpointing_args(tc.get("gradient_checkpointing", False)),
     )
-    resume = last_complete_checkpoint(work_dir, report)
+    remove_incomplete_checkpoints(work_dir, report)
+    resume = last_complete_checkpoint(work_dir)
     resumed_from = int(CHECKPOINT.match(resume.name).group(1)) if resume else 0
     if resume:
         report(f"resuming from {resume.name} (step {resumed_from}) in {work_dir}")
