@@ -190,7 +190,10 @@ def test_changed_test_split_makes_every_eval_stale_until_backfilled(evaluated, t
         assert [c.dependency.asset_key.to_user_string() for c in causes] == ["eval_set"]
         assert "data version" in causes[0].reason
 
-        assert cli.main(["backfill-evals", "--no-promote"]) == 0
+        # --config: the backfill's runs get the file through run config (the settings resource).
+        assert cli.main(["backfill-evals", "--no-promote", "--config", str(versions.config_a)]) == 0
+        assert instance.get_backfills()[0].run_config == {
+            "resources": {"settings": {"config": {"config_path": str(versions.config_a)}}}}
         _run_backfills(instance)
         assert {status(k) for k in versions.keys} == {StaleStatus.FRESH}
         for key in versions.keys:
