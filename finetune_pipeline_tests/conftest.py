@@ -24,7 +24,9 @@ TINY_TRAIN = {"max_steps": 4, "batch_size": 4, "eval_steps": 2, "logging_steps":
 TINY_EVAL = {"limit": 6, "max_new_tokens": 8, "batch_size": 8}
 
 
-@pytest.fixture(scope="session")
+# autouse: build the cached tiny model before any test, so a first-time conversion
+# (which prints progress to stderr) never lands inside a test that checks stderr.
+@pytest.fixture(scope="session", autouse=True)
 def tiny_model_dir() -> Path:
     return resolve_base_model("tiny-random", MODEL_CACHE).path
 
