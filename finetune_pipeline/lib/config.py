@@ -148,7 +148,8 @@ class TrainConfig:
     general_mix_ratio: float = 0.0
     general_mix_source: str = "data/general_instructions.jsonl"
     # Training processes on this machine (data parallel, one per GPU or CPU
-    # share); > 1 launches the same child under `launcher` (torchrun or accelerate).
+    # share); > 1 launches the same child under `launcher`: torchrun (CPU, gloo,
+    # or GPUs) or accelerate (`accelerate launch --multi_gpu`, GPUs only).
     num_processes: int = 1
     launcher: Literal["torchrun", "accelerate"] = "torchrun"
     # Where the training child runs: "subprocess" (beside the Dagster run, the
