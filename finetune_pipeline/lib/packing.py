@@ -145,10 +145,23 @@ def _label_logprobs(model, batch):
     return logprobs.gather(-1, labels[:, 1:][keep[:, :-1]].to(device)[:, None])[:, 0].cpu()
 
 
-def choose_batching(model, tokenizer, rows: list[dict[str, Any]], want_padding_free: bool, report=print):
-    """("padding_free" | "grouped_padding", collator): padding-free only where checked exact on this model."""
+def choose_batching(model, tokenizer, rows: list[dict[str, Any]], want_padding_free: bool | str, report=print):
+    """("padding_free" | "grouped_padding", collator): padding-free only where checked exact on this model.
+
+    want_padding_free "auto": padding-free on a GPU, length-grouped padding on CPU. On CPU there
+    is no variable-length attention kernel: a packed row of 8 examples pays attention over the
+    whole row behind a block-diagonal mask, and benchmarks/training.py measured grouped padding
+    1.36x faster for SmolLM2-135M on 2 cores, with 4.6% of positions padded.
+    """
     keep_logits = accepts_logits_to_keep(model)
     attention = getattr(model.config, "_attn_implementation", "?")
+    if want_padding_free == "auto":
+        import torch
+
+        # The Trainer moves the model later; where it will train is where CUDA is.
+        want_padding_free = torch.cuda.is_available()
+        report(f"train.packing auto: {'padding-free batches' if want_padding_free else 'length-grouped padding'} "
+               f"on {'cuda' if want_padding_free else 'cpu'}")
     if want_padding_free:
         probe = sorted(rows, key=lambda r: len(r["input_ids"]))[:3]
         exact, diff = packing_is_exact(model, [{k: r[k] for k in ("input_ids", "labels")} for r in probe])

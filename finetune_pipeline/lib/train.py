@@ -246,7 +246,7 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
     report(f"{label}: {trainable:,} trainable of {total:,} parameters; {len(task_records)} train"
            f"{f' + {len(general)} general' if general else ''} / {len(val_rows)} val examples")
 
-    packing, collator = choose_batching(model, tokenizer, train_rows, tc.get("packing", True), report)
+    packing, collator = choose_batching(model, tokenizer, train_rows, tc.get("packing", "auto"), report)
 
     has_val = bool(val_rows)
     patience = int(tc.get("early_stopping_patience", 0))
