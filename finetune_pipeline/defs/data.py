@@ -49,7 +49,9 @@ def _cell(text: str, width: int = 80) -> str:
 def rows_accounted_for(training_dataset: ArtifactRef) -> dg.AssetCheckResult:
     info = training_dataset.info
     quarantined = sum(1 for _ in open(training_dataset.dir / "quarantine.jsonl"))
-    kept = sum(len(read_split(training_dataset.dir / f"{s}.jsonl")) for s in ("train", "val", "test"))
+    # unused.jsonl holds the valid rows few-shot sampling (data.split.*_per_class) did not draw.
+    kept = sum(len(read_split(path)) for s in ("train", "val", "test", "unused")
+               if (path := training_dataset.dir / f"{s}.jsonl").is_file())
     ok = info["raw_rows"] == kept + quarantined
     return dg.AssetCheckResult(passed=ok, metadata={"raw_rows": info["raw_rows"], "kept": kept,
                                                     "quarantined": quarantined})

@@ -11,7 +11,6 @@ reach train.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any, Callable
 
 from finetune_pipeline.lib.config import ColumnMapping, DataConfig
 from finetune_pipeline.lib.raw_files import RawRow, described, json_type
+from finetune_pipeline.lib.splits import UNUSED, hash_split, sample_per_class
 
 SPLITS = ("train", "val", "test")
 ROLES = {"system", "user", "assistant"}
@@ -62,6 +62,8 @@ class CleanResult:
     rejected: list[Rejection]
     raw_rows: int
     per_file: dict[str, dict[str, int]] = field(default_factory=dict)
+    # What the split policy did (few-shot draws), for stats.json.
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     def split(self, name: str) -> list[Record]:
         return [r for r in self.records if r.split == name]
@@ -71,7 +73,10 @@ class CleanResult:
 
     def split_counts(self) -> dict[str, int]:
         counts = Counter(r.split for r in self.records)
-        return {s: counts.get(s, 0) for s in SPLITS}
+        out = {s: counts.get(s, 0) for s in SPLITS}
+        if counts.get(UNUSED):
+            out[UNUSED] = counts[UNUSED]
+        return out
 
 
 class RowError(ValueError):
@@ -86,13 +91,7 @@ def normalise_text(text: str) -> str:
 
 
 def split_of(user_input: str, val_fraction: float, test_fraction: float) -> str:
-    digest = hashlib.sha256(normalise_text(user_input).encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + val_fraction:
-        return "val"
-    return "train"
+    return hash_split(normalise_text(user_input), val_fraction, test_fraction)
 
 
 def to_messages(data: dict[str, Any], mapping: ColumnMapping) -> list[dict[str, Any]]:
@@ -214,13 +213,34 @@ def clean(
             continue
         valid.append((i, row, Record([{"role": m["role"], "content": m["content"]} for m in messages], row.file, row.row)))
 
+    # The test file's rows are the test split as published: no dedup among
+    # them, and any other row with the same input is a leak, not a duplicate.
+    split_cfg = cfg.split
+    test_rows: list[tuple[int, Record]] = []
+    if split_cfg.policy == "test_file":
+        if files is not None and split_cfg.test_file not in files and split_cfg.test_file not in {r.file for r in rows}:
+            raise ValueError(f"data.split.test_file {split_cfg.test_file!r} is not a raw file; raw files: {sorted(files)}")
+        test_inputs = {}
+        for i, row, record in valid:
+            if row.file == split_cfg.test_file:
+                record.split = "test"
+                test_rows.append((i, record))
+                test_inputs.setdefault(normalise_text(record.user_input), f"{row.file} row {row.row}")
+        valid = [v for v in valid if v[1].file != split_cfg.test_file]
+        leaked = [v for v in valid if normalise_text(v[2].user_input) in test_inputs]
+        for i, row, record in leaked:
+            reject(i, row, "duplicate_of_test_row", f"same input as test row {test_inputs[normalise_text(record.user_input)]}"
+                   f" ({split_cfg.test_file} is the test split); training on it would leak the test set")
+        valid = [v for v in valid if normalise_text(v[2].user_input) not in test_inputs]
+    test_fraction = 0.0 if split_cfg.policy == "test_file" else cfg.test_fraction
+
     # Pass 2: rows that share a normalised input. One output: keep the first,
     # the rest are duplicates. Several outputs: the labels conflict and nothing
     # says which is right, so none of the group is trained on.
     groups: dict[str, list[tuple[int, RawRow, Record]]] = {}
     for item in valid:
         groups.setdefault(normalise_text(item[2].user_input), []).append(item)
-    kept: list[tuple[int, Record]] = []
+    kept: list[tuple[int, Record]] = list(test_rows)
     for group in groups.values():
         first_i, first_row, first = group[0]
         where = f"{first_row.file} row {first_row.row}"
@@ -235,10 +255,16 @@ def clean(
         for i, row, record in group[1:]:
             kind = "exact_duplicate" if record.user_input == first.user_input else "near_duplicate"
             reject(i, row, kind, f"same input as {where}")
-        first.split = split_of(first.user_input, cfg.val_fraction, cfg.test_fraction)
+        first.split = split_of(first.user_input, cfg.val_fraction, test_fraction)
         kept.append((first_i, first))
     records = [r for _, r in sorted(kept, key=lambda x: x[0])]
     rejections = [q for _, q in sorted(rejected, key=lambda x: x[0])]
+    sampling: dict[str, Any] = {"policy": split_cfg.policy}
+    if split_cfg.policy == "test_file":
+        sampling["test_file"] = split_cfg.test_file
+    for split, k in (("train", split_cfg.train_per_class), ("val", split_cfg.val_per_class)):
+        if k:
+            sampling[split] = sample_per_class(records, split, k, split_cfg)
 
     per_file: dict[str, dict[str, int]] = {f: {"raw_rows": 0, "kept": 0, "quarantined": 0} for f in files or []}
     for r in rows:
@@ -247,7 +273,7 @@ def clean(
         per_file[r.file]["kept"] += 1
     for q in rejections:
         per_file[q.file]["quarantined"] += 1
-    return CleanResult(records, rejections, len(rows), per_file)
+    return CleanResult(records, rejections, len(rows), per_file, sampling)
 
 
 def _canonical_output(text: str) -> str:
@@ -260,7 +286,8 @@ def _canonical_output(text: str) -> str:
 
 def write_dataset(result: CleanResult, out: Path) -> dict[str, Any]:
     """Write train/val/test in OpenAI chat format (messages only), quarantine and sources."""
-    for split in SPLITS:
+    # unused.jsonl: valid rows that few-shot sampling did not draw, kept for a later, larger draw.
+    for split in (*SPLITS, UNUSED) if result.split(UNUSED) else SPLITS:
         with open(out / f"{split}.jsonl", "w") as f:
             for r in result.split(split):
                 f.write(json.dumps({"messages": r.messages}, ensure_ascii=False) + "\n")
@@ -269,7 +296,7 @@ def write_dataset(result: CleanResult, out: Path) -> dict[str, Any]:
             f.write(json.dumps(q.to_json(), ensure_ascii=False, default=str) + "\n")
     # Where each kept line came from, outside the OpenAI files (which allow no extra keys).
     with open(out / "sources.jsonl", "w") as f:
-        for split in SPLITS:
+        for split in (*SPLITS, UNUSED):
             for line, r in enumerate(result.split(split), start=1):
                 f.write(json.dumps({"split": split, "line": line, "file": r.file, "row": r.row}) + "\n")
     stats = {
@@ -279,6 +306,7 @@ def write_dataset(result: CleanResult, out: Path) -> dict[str, Any]:
         "splits": result.split_counts(),
         "reasons": result.reason_counts(),
         "files": result.per_file,
+        "split_policy": result.sampling,
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats

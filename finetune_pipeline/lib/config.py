@@ -45,9 +45,36 @@ class ColumnMapping:
 
 
 @dataclass
+class SplitConfig:
+    """How kept records are divided into train, val and test.
+
+    - `hash` (default): by a hash of the normalised user input (val_fraction,
+      test_fraction), so a row keeps its split as the data grows.
+    - `test_file`: every row of the raw file named by `test_file` (relative to
+      data.raw_dir) is the test split, as published: a benchmark's official test
+      set stays whole and its figures compare with the literature. Other rows are
+      hash-split into train and val; one whose input equals a test row is
+      quarantined (`duplicate_of_test_row`), so nothing of the test set is trained on.
+
+    Few-shot: `train_per_class: k` keeps k train rows of each class (the value of
+    `class_field` in the JSON output), drawn with `seed`; `val_per_class` does the
+    same for val. Rows not drawn are kept out of every split and listed in the
+    dataset's `sources.jsonl` as `unused`, with their counts in `stats.json`.
+    """
+
+    policy: Literal["hash", "test_file"] = "hash"
+    test_file: str = ""
+    train_per_class: int = 0  # 0 = every train row
+    val_per_class: int = 0  # 0 = every val row
+    class_field: str = "category"
+    seed: int = 42
+
+
+@dataclass
 class DataConfig:
     raw_dir: str = "data/raw"
     mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    split: SplitConfig = field(default_factory=SplitConfig)
     # The seed's rule: shorter inputs are noise ("ok", "help!!").
     min_input_chars: int = 10
     # The product extracts structured fields, so the assistant answer must be a
@@ -134,10 +161,13 @@ class TrainConfig:
     # has a checkpoint that can be loaded as "the best".
     save_steps: int = 0
     save_total_limit: int = 2  # the best checkpoint is always kept besides these
-    # Padding-free batches: examples end to end in one row, attention kept
-    # within each example through position ids. Checked exact on the model at
-    # start; where it is not, length-grouped dynamic padding is used (logged).
-    packing: bool = True
+    # true: padding-free batches, examples end to end in one row, attention kept
+    # within each example through position ids; checked exact on the model at
+    # start, and where it is not, length-grouped dynamic padding is used (logged).
+    # false: length-grouped dynamic padding. "auto": padding-free on a GPU,
+    # grouped padding on CPU, which has no variable-length attention kernel
+    # (measured 1.36x faster on 2 cores, 4.6% padding: benchmarks/training.py).
+    packing: bool | Literal["auto"] = "auto"
     # Both measured slower on 2 CPU cores for SmolLM2-135M (benchmarks/training.py
     # --variants): turn on for models that do not fit in memory / long GPU runs.
     gradient_checkpointing: bool = False
@@ -190,6 +220,25 @@ class VllmConfig:
 
 
 @dataclass
+class ClassificationConfig:
+    """Classification-aware evaluation of one field of the JSON output.
+
+    With `field` set, every eval report adds, for that field: accuracy, macro-F1
+    over the label set, `valid_label` (the share of outputs that parse and name a
+    known label) and a confusion matrix PNG. With `constrained`, each version is
+    also evaluated with generation restricted to the label set (a prefix-trie
+    logits constraint: the output can only be `{"<field>": "<a known label>"}`),
+    reported beside free generation as `constrained/...` metrics.
+    """
+
+    field: str = ""  # "" = not a classification task
+    # A JSON list of labels (e.g. BANKING77's categories.json), relative to the
+    # config file; "" = the labels found in the training split.
+    labels_file: str = ""
+    constrained: bool = False
+
+
+@dataclass
 class EvalConfig:
     max_new_tokens: int = 48
     batch_size: int = 16
@@ -202,6 +251,7 @@ class EvalConfig:
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     openai: EndpointConfig = field(default_factory=EndpointConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
 
 
 @dataclass
@@ -411,6 +461,7 @@ def validate(cfg: PipelineConfig, where: str) -> None:
         raise ConfigError(f"{where}: data.mapping.format must be seed, chat or table, got {d.mapping.format!r}")
     if not (0 <= d.val_fraction < 1 and 0 <= d.test_fraction < 1 and d.val_fraction + d.test_fraction < 1):
         raise ConfigError(f"{where}: data.val_fraction + data.test_fraction must be in [0, 1)")
+    _validate_split(d.split, where)
     if t.quantization not in ("none", "nf4"):
         raise ConfigError(f"{where}: train.quantization must be 'none' or 'nf4', got {t.quantization!r}")
     _validate_train(t, where)
@@ -418,6 +469,18 @@ def validate(cfg: PipelineConfig, where: str) -> None:
         raise ConfigError(f"{where}: train.lora.r, train.batch_size and train.learning_rate must be positive")
     _validate_openai(cfg.openai, where)
     _validate_eval_and_promotion(cfg, where)
+
+
+def _validate_split(s: SplitConfig, where: str) -> None:
+    if s.policy not in ("hash", "test_file"):
+        raise ConfigError(f"{where}: data.split.policy must be hash or test_file, got {s.policy!r}")
+    if (s.policy == "test_file") != bool(s.test_file):
+        raise ConfigError(f"{where}: data.split.test_file names the raw file that is the test split, and goes with "
+                          f"data.split.policy: test_file (policy {s.policy!r}, test_file {s.test_file!r})")
+    if s.train_per_class < 0 or s.val_per_class < 0:
+        raise ConfigError(f"{where}: data.split.train_per_class and val_per_class must be >= 0")
+    if (s.train_per_class or s.val_per_class) and not s.class_field:
+        raise ConfigError(f"{where}: data.split.train_per_class needs data.split.class_field (the output's label field)")
 
 
 def _validate_train(t: TrainConfig, where: str) -> None:
@@ -433,6 +496,8 @@ def _validate_train(t: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}: train.early_stopping_patience must be >= 0 and train.save_total_limit >= 1")
     if not 0 <= t.general_mix_ratio < 1:
         raise ConfigError(f"{where}: train.general_mix_ratio must be in [0, 1), got {t.general_mix_ratio!r}")
+    if t.packing not in (True, False, "auto"):
+        raise ConfigError(f"{where}: train.packing must be true, false or auto, got {t.packing!r}")
     if t.num_processes < 1 or t.launcher not in ("torchrun", "accelerate"):
         raise ConfigError(f"{where}: train.num_processes must be >= 1 and train.launcher torchrun or accelerate")
     if t.runner not in ("subprocess", "k8s"):
@@ -452,6 +517,9 @@ def _validate_openai(o: OpenAIConfig, where: str) -> None:
         raise ConfigError(f"{where}: openai.poll_interval_s and poll_max_interval_s must be >= 0, poll_backoff >= 1")
 
 
+METRIC_PREFIXES = ("accuracy/", "classification/", "constrained/")
+
+
 def _validate_eval_and_promotion(cfg: PipelineConfig, where: str) -> None:
     e, p, s = cfg.eval, cfg.promotion, cfg.serving
     if e.backend not in ("transformers", "vllm", "openai"):
@@ -460,9 +528,11 @@ def _validate_eval_and_promotion(cfg: PipelineConfig, where: str) -> None:
         raise ConfigError(f"{where}: eval.openai.concurrency must be at least 1")
     if "{key}" not in e.openai.model_name and "{path}" not in e.openai.model_name and "{" in e.openai.model_name:
         raise ConfigError(f"{where}: eval.openai.model_name may only use the placeholders {{key}} and {{path}}")
-    if not (p.primary_metric in ("exact_match", "valid_json") or p.primary_metric.startswith("accuracy/")):
-        raise ConfigError(f"{where}: promotion.primary_metric must be exact_match, valid_json or accuracy/<field>, "
-                          f"got {p.primary_metric!r}")
+    if not (p.primary_metric in ("exact_match", "valid_json") or p.primary_metric.startswith(METRIC_PREFIXES)):
+        raise ConfigError(f"{where}: promotion.primary_metric must be exact_match, valid_json, accuracy/<field>, "
+                          f"classification/<metric> or constrained/<metric>, got {p.primary_metric!r}")
+    if e.classification.constrained and not e.classification.field:
+        raise ConfigError(f"{where}: eval.classification.constrained needs eval.classification.field (the label field)")
     if p.margin < 0:
         raise ConfigError(f"{where}: promotion.margin must be >= 0, got {p.margin}")
     if s.mode not in ("merged", "lora"):
