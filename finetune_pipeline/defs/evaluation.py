@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
+from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to, png_markdown
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.artifacts import ArtifactRef
@@ -59,8 +59,12 @@ def model_eval(context: dg.AssetExecutionContext, settings: PipelineSettings, ev
     version = context.partition_key
     ref = stages.model_eval(settings.load(), version, eval_set, context.run_id, log_to(context))
     metrics = ref.info["metrics"]
+    charts = {}
+    for png in sorted(ref.dir.glob("confusion_*.png")):  # classification evals (eval.classification.field)
+        charts[png.stem] = dg.MetadataValue.md(png_markdown(png, png.stem.replace("_", " ")))
     return artifact_output(
         ref,
+        **charts,
         **{name.replace("/", "_"): float(value) for name, value in metrics.items()},
         eval_set=ref.info["eval_set"],
         backend=ref.info["backend"]["backend"],

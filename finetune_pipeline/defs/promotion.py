@@ -1,11 +1,11 @@
 """Leaderboard, champion/challenger promotion and the serving spec for the champion."""
 
-import base64
 from pathlib import Path
 
 import dagster as dg
 
 from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
+from finetune_pipeline.defs.settings import png_markdown as _png_md
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib import leaderboard as lb
 from finetune_pipeline.lib import serving
@@ -18,10 +18,6 @@ _AFTER_UPSTREAM = (
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("after any upstream update")
-
-
-def _png_md(path: Path, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
 
 
 @dg.asset(

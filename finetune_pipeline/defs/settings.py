@@ -6,21 +6,27 @@ the same file. `FINETUNE_PIPELINE_CONFIG` picks another one (e.g. for tests).
 """
 
 
+import base64
 import os
+from pathlib import Path
 
 import dagster as dg
 
 from finetune_pipeline.lib.artifacts import ArtifactRef
-from finetune_pipeline.lib.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from finetune_pipeline.lib.config import DEFAULT_CONFIG, PROJECT_ROOT, PipelineConfig, load_config
 
 CONFIG_ENV = "FINETUNE_PIPELINE_CONFIG"
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    config_path: str = ""  # empty: $FINETUNE_PIPELINE_CONFIG, else configs/demo.yaml
+    # empty: $FINETUNE_PIPELINE_CONFIG, else configs/demo.yaml; relative to the project folder.
+    config_path: str = ""
 
     def load(self) -> PipelineConfig:
-        return load_config(self.config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+        path = Path(self.config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).expanduser()
+        # A relative path typed in the launchpad means the project's file (configs/banking77.yaml),
+        # whatever folder the webserver was started from.
+        return load_config(path if path.is_absolute() else PROJECT_ROOT / path)
 
 
 def artifact_output(ref: ArtifactRef, **metadata) -> dg.Output:
@@ -40,3 +46,8 @@ def artifact_output(ref: ArtifactRef, **metadata) -> dg.Output:
 
 def log_to(context: dg.AssetExecutionContext):
     return context.log.info
+
+
+def png_markdown(path: Path, alt: str) -> str:
+    """A PNG inlined in markdown metadata, which the UI renders on the asset page."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"

@@ -44,13 +44,32 @@ class TransformersBackend:
         # Batch size changes padding, which can change greedy output in the last bits.
         return {"backend": self.name, "batch_size": self.batch_size}
 
+    def _loaded(self):
+        # Loaded once: free and constrained generation share the model.
+        if not hasattr(self, "_model"):
+            from finetune_pipeline.lib.base_models import load_model, load_tokenizer
+
+            self._model, self._tokenizer = load_model(self.model_dir), load_tokenizer(self.model_dir)
+        return self._model, self._tokenizer
+
     def generate(self, conversations, max_new_tokens):
-        from finetune_pipeline.lib.base_models import load_model, load_tokenizer
         from finetune_pipeline.lib.generate import generate_batched
 
-        model = load_model(self.model_dir)
-        return generate_batched(model, load_tokenizer(self.model_dir), conversations,
-                                max_new_tokens=max_new_tokens, batch_size=self.batch_size)
+        model, tokenizer = self._loaded()
+        # Kept for generate_constrained on the same conversations (it reuses answers already in the label set).
+        self._free = (list(conversations), [])
+        return generate_batched(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                batch_size=self.batch_size, token_ids=self._free[1])
+
+    def generate_constrained(self, conversations, allowed_outputs, stats=None):
+        """Greedy generation that can only produce one of `allowed_outputs` (see lib/constrained.py)."""
+        from finetune_pipeline.lib.constrained import generate_constrained
+
+        model, tokenizer = self._loaded()
+        free = getattr(self, "_free", None)
+        free_ids = free[1] if free and free[0] == list(conversations) and len(free[1]) == len(conversations) else None
+        return generate_constrained(model, tokenizer, conversations, allowed_outputs, batch_size=self.batch_size,
+                                    free_token_ids=free_ids, stats=stats)
 
 
 def require_vllm() -> None:

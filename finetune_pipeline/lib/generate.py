@@ -26,8 +26,13 @@ def generate_batched(
     *,
     max_new_tokens: int = 64,
     batch_size: int = 16,
+    token_ids: list | None = None,
 ) -> list[str]:
-    """Greedy completions for each conversation, in the input order."""
+    """Greedy completions for each conversation, in the input order.
+
+    If `token_ids` is a list, it receives each completion's generated token ids
+    (pads removed), in the same order: constrained evaluation reuses them.
+    """
     prompts = [
         tokenizer.apply_chat_template(
             _prompt_messages(c), add_generation_prompt=True, tokenize=False
@@ -41,6 +46,7 @@ def generate_batched(
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
 
     outputs: list[str] = [""] * len(prompts)
+    ids_out: list[list[int]] = [[] for _ in prompts]
     old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
     # Left padding keeps every prompt's last token adjacent to its generated tokens.
     tokenizer.padding_side = "left"
@@ -65,13 +71,25 @@ def generate_batched(
                 )
                 new_tokens = out[:, enc["input_ids"].shape[1] :]
                 texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-                for i, text in zip(idx, texts):
+                for i, text, row in zip(idx, texts, new_tokens.tolist()):
                     outputs[i] = text.strip()
+                    ids_out[i] = _until_stop(row, model.generation_config.eos_token_id, pad_id)
     finally:
         tokenizer.padding_side = old_side
         tokenizer.pad_token = old_pad
         model.train(was_training)
+    if token_ids is not None:
+        token_ids[:] = ids_out
     return outputs
+
+
+def _until_stop(row: list[int], eos, pad_id: int) -> list[int]:
+    """Generated ids up to and including the first end-of-sequence token; pads after it dropped."""
+    stops = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [pad_id])
+    for j, t in enumerate(row):
+        if t in stops:
+            return row[: j + 1]
+    return row
 
 
 def _prompt_messages(conversation: Sequence[dict]) -> list[dict]:

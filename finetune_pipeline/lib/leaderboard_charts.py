@@ -64,15 +64,20 @@ def _label(value: Any) -> str:
 
 def confusion_png(labels: list[str], matrix: list[list[int]], title: str) -> bytes:
     plt = _pyplot()
-    size = max(3.5, 0.5 * len(labels) + 2)
+    # Up to 30 labels: a cell per label with its count; more (BANKING77 has 77): a
+    # denser heat map without counts, capped at 20 inches so the PNG stays small.
+    many = len(labels) > 30
+    size = min(20.0, max(3.5, (0.22 if many else 0.5) * len(labels) + 2))
+    fontsize = 5 if many else 7
     fig, ax = plt.subplots(figsize=(size, size), dpi=80)
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=90 if many else 45, ha="center" if many else "right",
+                  fontsize=fontsize)
+    ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel("expected")
     ax.set_title(title, fontsize=8)
-    for i, row in enumerate(matrix):
+    for i, row in enumerate([] if many else matrix):
         for j, n in enumerate(row):
             if n:
                 ax.text(j, i, str(n), ha="center", va="center", fontsize=7)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from finetune_pipeline.lib.artifacts import ArtifactRef, ArtifactStore, hash_file, recipe_key
 from finetune_pipeline.lib.base_models import load_tokenizer, resolve_base_model
+from finetune_pipeline.lib.classification import evaluate_classification, load_labels
 from finetune_pipeline.lib.cleaning import clean, read_split, write_dataset
 from finetune_pipeline.lib.collate import count_tokens
 from finetune_pipeline.lib.config import PipelineConfig
@@ -240,9 +241,15 @@ def _model_eval_recipe(cfg: PipelineConfig, manifest: dict[str, Any], backend: E
     version_input = {"asset": "model_version", "key": manifest["key"], "path": manifest["lineage"] or manifest["path"]}
     if manifest.get("remote_id"):
         version_input["remote_id"] = manifest["remote_id"]
-    return {"version": version_input, "eval_set": eval_set_ref.key, "backend": backend.identity(),
-            "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit},
-            "code": CODE_VERSIONS["model_eval"]}
+    recipe = {"version": version_input, "eval_set": eval_set_ref.key, "backend": backend.identity(),
+              "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit},
+              "code": CODE_VERSIONS["model_eval"]}
+    c = cfg.eval.classification
+    if c.field:
+        # The label set's content, not the file's name, decides the scores.
+        recipe["classification"] = {"field": c.field, "constrained": c.constrained,
+                                    "labels": hash_file(cfg.path(c.labels_file)) if c.labels_file else "train split"}
+    return recipe
 
 
 def model_eval_key(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef) -> str:
@@ -279,8 +286,15 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
     seconds = time.time() - started
     report, rows = score(records, predictions)
     with store.write("model_eval", key, inputs=[recipe["version"], eval_set_ref.as_input()],
-                     config={**recipe["generation"], "backend": recipe["backend"]},
+                     config={**recipe["generation"], "backend": recipe["backend"],
+                             "classification": recipe.get("classification")},
                      code_version=CODE_VERSIONS["model_eval"], run_id=run_id) as out:
+        if cfg.eval.classification.field:
+            classified = _classify(cfg, backend, records, predictions, eval_set_ref, out.dir, log)
+            report["metrics"].update(classified.pop("metrics"))
+            report.update(classification={"field": cfg.eval.classification.field, **classified})
+        report.update(generation_seconds=round(seconds, 2))
+        seconds = time.time() - started
         report.update(version=version_key, kind=manifest["kind"], eval_set=eval_set_ref.key,
                       test_file=str(test_file), backend=recipe["backend"], eval_seconds=round(seconds, 2))
         (out.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -288,6 +302,26 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
         out.info.update(report)
     log(f"model_eval[{version_key}]: {report['metrics']} in {seconds:.1f}s")
     return out.ref
+
+
+def _classify(cfg: PipelineConfig, backend: EvalBackend, records: list[dict[str, Any]], predictions: list[str],
+              eval_set_ref: ArtifactRef, out_dir: Path, log: Log) -> dict[str, Any]:
+    """Classification metrics (and constrained generation) merged into the report's metrics."""
+    c = cfg.eval.classification
+    train_records: list[dict[str, Any]] = []
+    if not c.labels_file:
+        dataset = _store(cfg).find("training_dataset", eval_set_ref.info["dataset"])
+        if dataset is None:
+            raise FileNotFoundError(f"eval.classification: the labels come from the training split, but dataset "
+                                    f"{eval_set_ref.info['dataset']} is gone; set eval.classification.labels_file")
+        train_records = read_split(dataset.dir / "train.jsonl")
+    labels = load_labels(cfg.path(c.labels_file) if c.labels_file else None, train_records, c.field)
+    result = evaluate_classification(backend, [strip_assistant(r["messages"]) for r in records],
+                                     [r["messages"][-1]["content"] for r in records], predictions, c.field, labels,
+                                     c.constrained, out_dir, log)
+    for note in result["notes"]:
+        log(f"model_eval: {note}")
+    return {"labels": len(labels), **result}
 
 
 def sample_val_prompts(dataset: ArtifactRef, n: int = 3) -> list[list[dict[str, str]]]:
