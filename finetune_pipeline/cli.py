@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, load_config
+from finetune_pipeline.lib.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
 from finetune_pipeline.lib.lineage import format_lineage, version_lineage
 
 
@@ -27,7 +27,8 @@ def _use_repo_dagster_home() -> Path:
     return home
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
+    """Materialize the graph for one config file (`demo` is this with configs/demo.yaml)."""
     if args.config:
         os.environ["FINETUNE_PIPELINE_CONFIG"] = str(Path(args.config).resolve())
     cfg = load_config(os.environ.get("FINETUNE_PIPELINE_CONFIG"))
@@ -41,6 +42,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.time()
     with dg.DagsterInstance.get() as instance:
         print(f"Dagster instance: {home} (open the UI with: dagster dev -w workspace.yaml)", flush=True)
+        print(f"config: {os.environ.get('FINETUNE_PIPELINE_CONFIG') or DEFAULT_CONFIG}", flush=True)
         result = defs.resolve_job_def("train_and_merge").execute_in_process(
             instance=instance, run_config=QUIET, raise_on_error=False)
         if not result.success:
@@ -58,7 +60,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 _report_failure(r)
                 return 1
             evals[version] = r.output_for_node("model_eval")
-    print_summary(cfg, refs, evals, time.time() - started)
+    print_summary(cfg, refs, evals, time.time() - started, title=f"finetune-pipeline {args.command}")
     return 0
 
 
@@ -158,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="materialize the whole graph through a local Dagster instance and summarise")
     demo.add_argument("--config", help="config YAML (default: $FINETUNE_PIPELINE_CONFIG or configs/demo.yaml)")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="materialize the whole graph for a config file (e.g. configs/banking77.yaml): "
+                                     "raw data to evaluated model versions")
+    run.add_argument("--config", required=True, help="config YAML; relative paths in it resolve to its folder")
+    run.set_defaults(func=cmd_run)
     lineage = sub.add_parser("lineage", help="print a model version's chain back to the raw files")
     lineage.add_argument("version", help="a model version key, e.g. lora-0123abcd4567")
     lineage.add_argument("--config")

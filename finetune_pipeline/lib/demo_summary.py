@@ -8,9 +8,9 @@ from finetune_pipeline.lib.metrics import markdown_table
 
 
 def print_summary(cfg: PipelineConfig, refs: dict[str, ArtifactRef], evals: dict[str, ArtifactRef],
-                  seconds: float) -> None:
+                  seconds: float, title: str = "finetune-pipeline demo") -> None:
     ds, adapter = refs["training_dataset"].info, refs["lora_adapter"]
-    print("\n=== finetune-pipeline demo ===")
+    print(f"\n=== {title} ===")
     print(f"base model: {cfg.model.base_model}")
     print(f"raw rows: {ds['raw_rows']}  kept: {ds['kept']} {ds['splits']}  quarantined: {ds['quarantined']}")
     for reason, n in ds["reasons"].items():
