@@ -25,7 +25,10 @@ promote = dg.define_asset_job(
     description="Leaderboard from the evals on the current eval set, champion/challenger gate, serving spec.",
 )
 # Cron and time zone come from the config's `schedule` section.
-nightly_retrain, raw_files_changed = schedules.build(PipelineSettings().load())
+_settings = PipelineSettings().load()
+nightly_retrain, raw_files_changed = schedules.build(_settings)
+# Its own schedule, stopped unless openai.enabled: never part of the nightly retrain by default.
+nightly_openai_fine_tune = schedules.build_openai(_settings)
 
 defs = dg.Definitions(
     assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
@@ -34,7 +37,7 @@ defs = dg.Definitions(
     asset_checks=[data.rows_accounted_for, data.no_input_shared_between_splits, data.min_train_rows,
                   data.recommended_train_rows, training.merged_matches_base_plus_adapter],
     jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote],
-    schedules=[nightly_retrain],
+    schedules=[nightly_retrain, nightly_openai_fine_tune],
     sensors=[evaluation.evaluate_new_versions, register_base_version, raw_files_changed],
     # One process per run, not per step: every step imports torch and transformers (seconds each) and the
     # graph is a chain, so per-step processes only add minutes. Training is isolated in its Pipes child;

@@ -111,3 +111,22 @@ def test_raw_files_sensor_requests_one_run_per_new_state(three_versions, instanc
     assert isinstance(first, dg.RunRequest) and first.run_key.startswith("retrain-")
     # Same files, same key: Dagster launches a run key once.
     assert second.run_key == first.run_key
+
+
+def test_openai_fine_tuning_is_not_nightly_unless_the_config_turns_it_on(tmp_path, instance):
+    # Shipped (openai.enabled false): its own schedule, stopped, and the nightly retrain never selects it.
+    [shipped] = [s for s in defs.schedules if s.name == "nightly_openai_fine_tune"]
+    assert shipped.default_status == dg.DefaultScheduleStatus.STOPPED and shipped.job_name == "openai_fine_tune"
+    retrain_job = defs.resolve_job_def("train_and_merge")
+    assert dg.AssetKey("openai_fine_tuned_model") not in retrain_job.asset_layer.selected_asset_keys
+    off = write_config(tmp_path, tmp_path)
+    assert isinstance(_tick(shipped, instance, off), dg.SkipReason)  # even if someone starts it
+
+    on = tmp_path / "on"
+    on.mkdir()
+    on_path = write_config(on, tmp_path, openai={"enabled": True})
+    enabled = schedules.build_openai(load_config(on_path))
+    assert enabled.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert enabled.cron_schedule == "0 2 * * *"
+    request = _tick(enabled, instance, on_path)
+    assert isinstance(request, dg.RunRequest)

@@ -46,3 +46,29 @@ def build(cfg: PipelineConfig) -> tuple[dg.ScheduleDefinition, dg.SensorDefiniti
         return _request(check, f"retrain-{check.fingerprint}")
 
     return nightly_retrain, raw_files_changed
+
+
+OPENAI_JOB = "openai_fine_tune"
+
+
+def build_openai(cfg: PipelineConfig) -> dg.ScheduleDefinition:
+    """The nightly OpenAI fine-tune: stopped unless openai.enabled (it costs money).
+
+    Same cron as nightly_retrain. Uploads and jobs are keyed by content hash, so a
+    night with unchanged data reuses the existing job instead of paying again; and
+    the asset itself re-checks openai.enabled when it runs.
+    """
+    s, on = cfg.schedule, cfg.openai.enabled and cfg.schedule.enabled
+
+    @dg.schedule(
+        name="nightly_openai_fine_tune", job_name=OPENAI_JOB, cron_schedule=s.cron, execution_timezone=s.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING if on else dg.DefaultScheduleStatus.STOPPED,
+        description="OpenAI fine-tuning at the nightly time; runs only with openai.enabled: true in the config.",
+    )
+    def nightly_openai_fine_tune(context: dg.ScheduleEvaluationContext, settings: PipelineSettings):
+        if not settings.load().openai.enabled:
+            return dg.SkipReason("openai.enabled is false in the config: OpenAI fine-tuning costs money, so it "
+                                 "runs only when the config turns it on")
+        return dg.RunRequest()
+
+    return nightly_openai_fine_tune
