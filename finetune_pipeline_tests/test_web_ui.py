@@ -140,9 +140,18 @@ def test_materialize_all_in_the_browser_then_see_version_partitions(dagster_dev,
             expect(page.get_by_text("lora_adapter", exact=True).first).to_be_visible()
             page.wait_for_timeout(2000)  # the graph animates into place
             page.screenshot(path=shots / "05-asset-graph-materialized.png")
+
+            # The training's loss curve: a PNG in the adapter's markdown metadata, rendered by the UI.
+            page.goto(url + "/assets/lora_adapter")
+            page.get_by_text("Show Markdown").first.click()
+            curve = page.get_by_role("dialog").get_by_role("img", name="loss curve")
+            expect(curve).to_be_visible(timeout=30_000)
+            # Decoded by the browser, not a broken-image placeholder.
+            assert curve.evaluate("img => img.complete && img.naturalWidth > 100 && img.naturalHeight > 100")
+            page.screenshot(path=shots / "06-loss-curve.png")
         finally:
             browser.close()
-    assert sorted(f.name for f in shots.iterdir())[-1] == "05-asset-graph-materialized.png"
+    assert sorted(f.name for f in shots.iterdir())[-1] == "06-loss-curve.png"
 
 
 def _finished(instance: dg.DagsterInstance, run_id: str):

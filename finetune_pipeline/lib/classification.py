@@ -72,7 +72,7 @@ def confusion_counts(predictions: Sequence[str], expected: Sequence[str], field:
     known = set(labels)
     gold = [label_of(e, field) or INVALID for e in expected]
     pred = [label if (label := label_of(p, field)) in known else INVALID for p in predictions]
-    axis = sorted(set(gold) | set(pred) - {INVALID}) + ([INVALID] if INVALID in pred or INVALID in gold else [])
+    axis = sorted((set(gold) | set(pred)) - {INVALID}) + ([INVALID] if INVALID in pred or INVALID in gold else [])
     return axis, confusion_matrix(gold, pred, labels=axis).tolist()
 
 
