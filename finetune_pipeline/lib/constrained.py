@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from finetune_pipeline.lib.collate import _render_ids
 
 
@@ -82,29 +80,7 @@ def generate_constrained(model, tokenizer, conversations: Sequence[Sequence[dict
 
 
 def _decode_constrained(model, tokenizer, conversations, trie: OutputTrie, batch_size: int) -> list[str]:
-    eos = trie.eos_id
-    prompts = [tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False) for c in conversations]
-    pad_token = tokenizer.pad_token if tokenizer.pad_token is not None else tokenizer.eos_token
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    outputs = [""] * len(prompts)
-    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side, tokenizer.pad_token = "left", pad_token
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start: start + batch_size]
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(model.device)
-                prompt_len = enc["input_ids"].shape[1]
-                out = model.generate(**enc, do_sample=False, max_new_tokens=trie.max_len,
-                                     pad_token_id=tokenizer.convert_tokens_to_ids(pad_token), eos_token_id=eos,
-                                     prefix_allowed_tokens_fn=lambda _, ids: trie.allowed(ids[prompt_len:].tolist()))
-                texts = tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
-                for i, text in zip(idx, texts):
-                    outputs[i] = text.strip()
-    finally:
-        tokenizer.padding_side, tokenizer.pad_token = old_side, old_pad
-        model.train(was_training)
-    return outputs
+    from finetune_pipeline.lib.generate import generate_batched
+
+    return generate_batched(model, tokenizer, conversations, max_new_tokens=trie.max_len, batch_size=batch_size,
+                            allowed_tokens=trie.allowed, eos_token_id=trie.eos_id)

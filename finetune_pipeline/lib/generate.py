@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,11 +27,15 @@ def generate_batched(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     token_ids: list | None = None,
+    allowed_tokens: Callable[[list[int]], list[int]] | None = None,
+    eos_token_id: int | None = None,
 ) -> list[str]:
     """Greedy completions for each conversation, in the input order.
 
     If `token_ids` is a list, it receives each completion's generated token ids
     (pads removed), in the same order: constrained evaluation reuses them.
+    `allowed_tokens(generated ids so far)` restricts each step to the ids it
+    returns (transformers' prefix_allowed_tokens_fn; see constrained.py).
     """
     prompts = [
         tokenizer.apply_chat_template(
@@ -63,13 +67,20 @@ def generate_batched(
                     padding=True,
                     add_special_tokens=False,  # the chat template already has them
                 ).to(model.device)
+                prompt_len = enc["input_ids"].shape[1]
+                constraint = {}
+                if allowed_tokens is not None:
+                    constraint["prefix_allowed_tokens_fn"] = lambda _, ids: allowed_tokens(ids[prompt_len:].tolist())
+                if eos_token_id is not None:
+                    constraint["eos_token_id"] = eos_token_id
                 out = model.generate(
                     **enc,
                     do_sample=False,
                     max_new_tokens=max_new_tokens,
                     pad_token_id=pad_id,
+                    **constraint,
                 )
-                new_tokens = out[:, enc["input_ids"].shape[1] :]
+                new_tokens = out[:, prompt_len:]
                 texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 for i, text, row in zip(idx, texts, new_tokens.tolist()):
                     outputs[i] = text.strip()
