@@ -87,8 +87,10 @@ def test_general_instruction_mix_is_trained_on_and_recorded_in_lineage(tmp_path)
         {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
                       {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]} for i in range(40)])
     cfg = load_config(write_config(tmp_path, SAMPLE_RAW, data={"val_fraction": 0.03, "test_fraction": 0.03},
+                                   # One whole epoch, so every mixed-in example is seen whatever the
+                                   # sampler's order (grouped padding on CPU clusters the short ones).
                                    train={"general_mix_ratio": 0.05, "general_mix_source": str(general),
-                                          "max_steps": 6, "eval_steps": 6}))
+                                          "max_steps": -1, "epochs": 1, "batch_size": 16, "eval_steps": 50}))
     base = stages.base_model(cfg)
     dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
     adapter = stages.lora_adapter(cfg, base, dataset, launch=_in_process)
@@ -100,7 +102,9 @@ def test_general_instruction_mix_is_trained_on_and_recorded_in_lineage(tmp_path)
             "sha256": __import__("hashlib").sha256(general.read_bytes()).hexdigest()} in lineage["inputs"]
     assert lineage["config"]["general_mix_ratio"] == 0.05
     seen = [i for line in (adapter.dir / ORDER_FILE).read_text().splitlines() for i in json.loads(line)["ids"]]
-    assert any(i >= n_train for i in seen)  # ids past the task rows are general examples
+    # ids past the task rows are general examples: each mixed-in one was trained on, once.
+    assert sum(1 for i in seen if i >= n_train) == round(0.05 * n_train)
+    assert sorted(i for i in seen if i < n_train) == list(range(n_train))
 
 
 def _in_process(spec_path: Path) -> dict:
