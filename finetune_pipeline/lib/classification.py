@@ -9,6 +9,7 @@ computes the scores; a prediction that is not a known label counts as wrong
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,16 +47,20 @@ def allowed_outputs(field: str, labels: Sequence[str]) -> list[str]:
     return [json.dumps({field: label}, ensure_ascii=False) for label in labels]
 
 
+def _gold_and_predicted(predictions: Sequence[str], expected: Sequence[str], field: str,
+                        labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Labels of each row; an answer that is not a known label (or no answer) becomes INVALID."""
+    known = set(labels)
+    gold = [label_of(e, field) or INVALID for e in expected]
+    pred = [label if (label := label_of(p, field)) in known else INVALID for p in predictions]
+    return gold, pred
+
+
 def classification_metrics(predictions: Sequence[str], expected: Sequence[str], field: str,
                            labels: Sequence[str]) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score
 
-    known = set(labels)
-    gold = [label_of(e, field) or INVALID for e in expected]
-    pred = []
-    for p in predictions:
-        label = label_of(p, field)
-        pred.append(label if label in known else INVALID)
+    gold, pred = _gold_and_predicted(predictions, expected, field, labels)
     classes = sorted(set(gold) - {INVALID})
     return {
         "accuracy": float(accuracy_score(gold, pred)),
@@ -69,9 +74,7 @@ def confusion_counts(predictions: Sequence[str], expected: Sequence[str], field:
     """Rows: expected label; columns: predicted label, with INVALID last when any output is not a label."""
     from sklearn.metrics import confusion_matrix
 
-    known = set(labels)
-    gold = [label_of(e, field) or INVALID for e in expected]
-    pred = [label if (label := label_of(p, field)) in known else INVALID for p in predictions]
+    gold, pred = _gold_and_predicted(predictions, expected, field, labels)
     axis = sorted((set(gold) | set(pred)) - {INVALID}) + ([INVALID] if INVALID in pred or INVALID in gold else [])
     return axis, confusion_matrix(gold, pred, labels=axis).tolist()
 
@@ -98,8 +101,6 @@ def evaluate_classification(backend, conversations: Sequence[Sequence[dict]], ex
                          "so only free generation is reported")
         else:
             log(f"constrained generation over {len(labels)} labels")
-            import time
-
             started = time.time()
             reuse: dict[str, int] = {}
             forced = generate(conversations, allowed_outputs(field, labels), stats=reuse)

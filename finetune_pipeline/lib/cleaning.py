@@ -226,12 +226,17 @@ def clean(
                 record.split = "test"
                 test_rows.append((i, record))
                 test_inputs.setdefault(normalise_text(record.user_input), f"{row.file} row {row.row}")
-        valid = [v for v in valid if v[1].file != split_cfg.test_file]
-        leaked = [v for v in valid if normalise_text(v[2].user_input) in test_inputs]
-        for i, row, record in leaked:
-            reject(i, row, "duplicate_of_test_row", f"same input as test row {test_inputs[normalise_text(record.user_input)]}"
-                   f" ({split_cfg.test_file} is the test split); training on it would leak the test set")
-        valid = [v for v in valid if normalise_text(v[2].user_input) not in test_inputs]
+        rest = []
+        for i, row, record in valid:
+            test_row = test_inputs.get(normalise_text(record.user_input))
+            if row.file == split_cfg.test_file:
+                continue
+            if test_row:
+                reject(i, row, "duplicate_of_test_row", f"same input as test row {test_row} ({split_cfg.test_file} "
+                       "is the test split); training on it would leak the test set")
+            else:
+                rest.append((i, row, record))
+        valid = rest
     test_fraction = 0.0 if split_cfg.policy == "test_file" else cfg.test_fraction
 
     # Pass 2: rows that share a normalised input. One output: keep the first,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from finetune_pipeline.lib.collate import _render_ids
+from finetune_pipeline.lib.generate import generate_batched
 
 
 def output_token_ids(tokenizer, output: str, eos_id: int) -> list[int]:
@@ -66,21 +67,16 @@ def generate_constrained(model, tokenizer, conversations: Sequence[Sequence[dict
     eos = eos_token_id(model, tokenizer)
     trie = OutputTrie([output_token_ids(tokenizer, o, eos) for o in allowed_outputs], eos)
     outputs = [""] * len(conversations)
-    todo = list(range(len(conversations)))
-    if free_token_ids is not None:
-        reuse = [i for i in todo if trie.accepts(list(free_token_ids[i]))]
-        for i in reuse:
+    todo = []
+    for i in range(len(conversations)):
+        if free_token_ids is not None and trie.accepts(list(free_token_ids[i])):
             outputs[i] = tokenizer.decode(free_token_ids[i], skip_special_tokens=True).strip()
-        todo = [i for i in todo if not trie.accepts(list(free_token_ids[i]))]
+        else:
+            todo.append(i)
     if stats is not None:
         stats.update(reused=len(conversations) - len(todo), decoded=len(todo))
-    for i, text in zip(todo, _decode_constrained(model, tokenizer, [conversations[i] for i in todo], trie, batch_size)):
+    decoded = generate_batched(model, tokenizer, [conversations[i] for i in todo], max_new_tokens=trie.max_len,
+                               batch_size=batch_size, allowed_tokens=trie.allowed, eos_token_id=eos)
+    for i, text in zip(todo, decoded):
         outputs[i] = text
     return outputs
-
-
-def _decode_constrained(model, tokenizer, conversations, trie: OutputTrie, batch_size: int) -> list[str]:
-    from finetune_pipeline.lib.generate import generate_batched
-
-    return generate_batched(model, tokenizer, conversations, max_new_tokens=trie.max_len, batch_size=batch_size,
-                            allowed_tokens=trie.allowed, eos_token_id=trie.eos_id)

@@ -8,11 +8,11 @@ published, and few-shot sampling of k records per class with a fixed seed.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections import defaultdict
 from typing import Any, Protocol
 
+from finetune_pipeline.lib.classification import label_of
 from finetune_pipeline.lib.config import SplitConfig
 
 UNUSED = "unused"  # kept and valid, but not drawn by few-shot sampling
@@ -40,17 +40,6 @@ def hash_split(normalised_input: str, val_fraction: float, test_fraction: float)
     return "train"
 
 
-def class_of(record: SplitRecord, class_field: str) -> str | None:
-    """The record's class: `class_field` of its JSON output, None if it has none."""
-    try:
-        value = json.loads(record.output)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(value, dict) or value.get(class_field) is None:
-        return None
-    return str(value[class_field])
-
-
 def sample_per_class(records: list[SplitRecord], split: str, k: int, cfg: SplitConfig) -> dict[str, Any]:
     """Keep k records of each class in `split`, drawn with cfg.seed; mark the rest UNUSED.
 
@@ -61,7 +50,7 @@ def sample_per_class(records: list[SplitRecord], split: str, k: int, cfg: SplitC
     by_class: dict[str | None, list[SplitRecord]] = defaultdict(list)
     for r in records:
         if r.split == split:
-            by_class[class_of(r, cfg.class_field)].append(r)
+            by_class[label_of(r.output, cfg.class_field)].append(r)
     if None in by_class:
         rows = ", ".join(f"{r.file} row {r.row}" for r in by_class[None][:5])
         raise ValueError(f"data.split.{split}_per_class: {len(by_class[None])} {split} record(s) have no "
