@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from finetune_pipeline.lib import storage
 from finetune_pipeline.lib.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
 from finetune_pipeline.lib.lineage import format_lineage, version_lineage
 
@@ -36,8 +37,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from finetune_pipeline.definitions import defs
+    from finetune_pipeline.definitions import build_definitions
     from finetune_pipeline.lib.demo_summary import print_summary
+
+    defs = build_definitions(cfg)
 
     started = time.time()
     with dg.DagsterInstance.get() as instance:
@@ -78,7 +81,7 @@ def _report_failure(result) -> None:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or os.environ.get("FINETUNE_PIPELINE_CONFIG"))
-    tree = version_lineage(cfg.artifacts_dir, args.version)
+    tree = version_lineage(storage.registry(cfg), args.version)
     print(json.dumps(tree, indent=2) if args.json else format_lineage(tree))
     return 0
 

@@ -6,7 +6,9 @@ from finetune_pipeline.defs import data, evaluation, training
 from finetune_pipeline.defs.base_version_sensor import register_base_version
 from finetune_pipeline.defs import openai_training
 from finetune_pipeline.defs import promotion, schedules
+from finetune_pipeline.defs.refs_io import ArtifactRefsOnObjectStorage
 from finetune_pipeline.defs.settings import PipelineSettings
+from finetune_pipeline.lib.config import PipelineConfig
 
 train_and_merge = dg.define_asset_job(
     "train_and_merge",
@@ -24,25 +26,36 @@ promote = dg.define_asset_job(
     selection=dg.AssetSelection.groups("promotion"),
     description="Leaderboard from the evals on the current eval set, champion/challenger gate, serving spec.",
 )
-# Cron and time zone come from the config's `schedule` section.
-_settings = PipelineSettings().load()
-nightly_retrain, raw_files_changed = schedules.build(_settings)
-# Its own schedule, stopped unless openai.enabled: never part of the nightly retrain by default.
-nightly_openai_fine_tune = schedules.build_openai(_settings)
 
-defs = dg.Definitions(
-    assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
-            training.merged_model, evaluation.model_eval, openai_training.openai_fine_tuned_model,
-            evaluation.eval_set, promotion.leaderboard, promotion.champion, promotion.serving_spec],
-    asset_checks=[data.rows_accounted_for, data.no_input_shared_between_splits, data.min_train_rows,
-                  data.recommended_train_rows, training.merged_matches_base_plus_adapter],
-    jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote],
-    schedules=[nightly_retrain, nightly_openai_fine_tune],
-    sensors=[evaluation.evaluate_new_versions, register_base_version, raw_files_changed],
-    # One process per run, not per step: every step imports torch and transformers (seconds each) and the
-    # graph is a chain, so per-step processes only add minutes. Training is isolated in its Pipes child;
-    # pools (`gpu`) still apply. The `demo` command runs in process too.
-    executor=dg.in_process_executor,
-    resources={"settings": PipelineSettings(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
-               "openai_client": openai_training.OpenAIClientResource()},
-)
+
+def build_definitions(cfg: PipelineConfig) -> dg.Definitions:
+    """Definitions for one config: its schedules, and where run outputs (ArtifactRefs) are kept."""
+    # Cron and time zone come from the config's `schedule` section.
+    nightly_retrain, raw_files_changed = schedules.build(cfg)
+    # Its own schedule, stopped unless openai.enabled: never part of the nightly retrain by default.
+    nightly_openai_fine_tune = schedules.build_openai(cfg)
+    # With artifacts on object storage, outputs go next to them, where every pod reads them;
+    # otherwise Dagster's default IO manager keeps them in the instance's storage folder.
+    io = ({"io_manager": ArtifactRefsOnObjectStorage(url=cfg.artifacts_url,
+                                                     storage_options=cfg.artifacts_storage_options)}
+          if cfg.artifacts_url else {})
+    return dg.Definitions(
+        assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
+                training.merged_model, evaluation.model_eval, openai_training.openai_fine_tuned_model,
+                evaluation.eval_set, promotion.leaderboard, promotion.champion, promotion.serving_spec],
+        asset_checks=[data.rows_accounted_for, data.no_input_shared_between_splits, data.min_train_rows,
+                      data.recommended_train_rows, training.merged_matches_base_plus_adapter],
+        jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote],
+        schedules=[nightly_retrain, nightly_openai_fine_tune],
+        sensors=[evaluation.evaluate_new_versions, register_base_version, raw_files_changed],
+        # One process per run, not per step: every step imports torch and transformers (seconds each) and
+        # the graph is a chain, so per-step processes only add minutes. Training is isolated in its Pipes
+        # child; pools (`gpu`) still apply. The `demo` command runs in process too.
+        executor=dg.in_process_executor,
+        resources={"settings": PipelineSettings(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
+                   "openai_client": openai_training.OpenAIClientResource(), **io},
+    )
+
+
+# The code location: the config named by FINETUNE_PIPELINE_CONFIG (or configs/demo.yaml).
+defs = build_definitions(PipelineSettings().load())

@@ -3,14 +3,16 @@
 from pathlib import Path
 
 import dagster as dg
+from dagster_shared.check.functions import CheckError
 
+from finetune_pipeline.lib import storage
 from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
 from finetune_pipeline.defs.settings import png_markdown as _png_md
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib import leaderboard as lb
 from finetune_pipeline.lib import serving
-from finetune_pipeline.lib.artifacts import ArtifactRef, ArtifactStore, read_lineage, recipe_key
-from finetune_pipeline.lib.promotion import Checks, PromotionStore, decide
+from finetune_pipeline.lib.artifacts import ArtifactRef, has_lineage, read_lineage, recipe_key
+from finetune_pipeline.lib.promotion import Checks, decide
 from finetune_pipeline.lib.versions import Registry
 
 _AFTER_UPSTREAM = (
@@ -52,11 +54,17 @@ def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, e
 
 def blocking_checks(context: dg.AssetExecutionContext, versions: list[str], registry: Registry) -> Checks:
     """For each version: did the blocking checks of the asset that produced it pass, in the run that made it?"""
-    graph = context.repository_def.asset_graph
+    try:
+        graph = context.repository_def.asset_graph
+    except CheckError:
+        # execute_in_process runs have no repository; the code location's graph has the same checks.
+        from finetune_pipeline.definitions import defs
+
+        graph = defs.resolve_asset_graph()
     out: Checks = {}
     for version in versions:
         manifest = registry.get(version)
-        if not manifest.get("lineage") or not (Path(manifest["lineage"]) / "lineage.json").is_file():
+        if not manifest.get("lineage") or not has_lineage(Path(manifest["lineage"])):
             out[version] = {}
             continue
         lineage = read_lineage(Path(manifest["lineage"]))
@@ -88,7 +96,7 @@ def blocking_checks(context: dg.AssetExecutionContext, versions: list[str], regi
 def champion(context: dg.AssetExecutionContext, settings: PipelineSettings, leaderboard: ArtifactRef) -> dg.Output:
     cfg = settings.load()
     board = lb.load(leaderboard)
-    registry, store = Registry(cfg.artifacts_dir), PromotionStore(cfg.artifacts_dir)
+    registry, store = storage.registry(cfg), storage.promotion_store(cfg)
     current = (store.champion() or {}).get("version")
     checks = blocking_checks(context, [r["version"] for r in board["rows"]], registry)
     decision = decide(board, current, checks, cfg.promotion.margin)
@@ -119,10 +127,10 @@ def champion(context: dg.AssetExecutionContext, settings: PipelineSettings, lead
 )
 def serving_spec(context: dg.AssetExecutionContext, settings: PipelineSettings, champion: dict) -> dg.Output:
     cfg = settings.load()
-    manifest = Registry(cfg.artifacts_dir).get(champion["version"])
+    manifest = storage.registry(cfg).get(champion["version"])
     spec = serving.spec(manifest, cfg.serving)
     key = recipe_key({"spec": spec, "code": "1"})
-    store = ArtifactStore(cfg.artifacts_dir)
+    store = storage.artifact_store(cfg)
     ref = store.find("serving_spec", key)
     if ref is None:
         inputs = [{"asset": "model_version", "key": manifest["key"], "path": manifest.get("lineage") or ""}]

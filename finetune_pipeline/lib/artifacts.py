@@ -35,9 +35,12 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from finetune_pipeline.lib.config import PROJECT_ROOT, stable_json
+
+if TYPE_CHECKING:
+    from finetune_pipeline.lib.object_store import RemoteArtifacts
 
 LINEAGE_FILE = "lineage.json"
 KEY_LENGTH = 16  # hex characters: 64 bits, plenty for one project's artifacts
@@ -147,10 +150,22 @@ class ArtifactRef:
     path: str
     cache_hit: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    # With artifacts on object storage: RemoteArtifacts.describe(), so any process can pull this artifact.
+    remote: dict[str, Any] | None = None
 
     @property
     def dir(self) -> Path:
         return Path(self.path)
+
+    def ensure_local(self) -> "ArtifactRef":
+        """Pull the artifact into the local mirror if it is not there (a fresh pod); returns self."""
+        if self.remote and not (self.dir / LINEAGE_FILE).is_file():
+            from finetune_pipeline.lib.object_store import remote_for
+
+            r = self.remote
+            if remote_for(r["url"], Path(r["mirror"]), r.get("options")).pull(self.asset, self.key) is None:
+                raise FileNotFoundError(f"artifact {self.asset}/{self.key} is neither in {self.dir} nor in {r['url']}")
+        return self
 
     def lineage(self) -> dict[str, Any]:
         return read_lineage(self.dir)
@@ -160,12 +175,37 @@ class ArtifactRef:
 
 
 def read_lineage(path: Path) -> dict[str, Any]:
-    return json.loads((Path(path) / LINEAGE_FILE).read_text())
+    """The lineage of the artifact folder `path`; for a bucket's mirror not pulled here, the bucket's copy."""
+    local = Path(path) / LINEAGE_FILE
+    if not local.is_file():
+        from finetune_pipeline.lib.object_store import remote_lineage
+
+        if (data := remote_lineage(Path(path))) is not None:
+            return json.loads(data)
+    return json.loads(local.read_text())
+
+
+def has_lineage(path: Path) -> bool:
+    """Whether `path` is a finished artifact, here or in the bucket it mirrors."""
+    try:
+        read_lineage(path)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 class ArtifactStore:
-    def __init__(self, root: Path):
+    """Artifact folders under `root`; with `remote`, root is a mirror of a bucket that holds the record."""
+
+    def __init__(self, root: Path, remote: "RemoteArtifacts | None" = None):
         self.root = Path(root).resolve()
+        self.remote = remote
+        if remote is not None and remote.mirror != self.root:
+            raise ValueError(f"the mirror of {remote.url} is {remote.mirror}, not {self.root}")
+
+    def _ref(self, asset: str, key: str, path: Path, cache_hit: bool, info: dict[str, Any]) -> ArtifactRef:
+        return ArtifactRef(asset, key, str(path), cache_hit=cache_hit, info=info,
+                           remote=self.remote.describe() if self.remote else None)
 
     def dir(self, asset: str, key: str) -> Path:
         # Asset and key are each one plain folder name (hashes, validated version keys); a name
@@ -180,8 +220,8 @@ class ArtifactStore:
     def find(self, asset: str, key: str) -> ArtifactRef | None:
         """The finished artifact for this recipe key, or None."""
         d = self.dir(asset, key)
-        if (d / LINEAGE_FILE).is_file():
-            return ArtifactRef(asset, key, str(d), cache_hit=True, info=read_lineage(d).get("info", {}))
+        if (d / LINEAGE_FILE).is_file() or (self.remote is not None and self.remote.pull(asset, key)):
+            return self._ref(asset, key, d, True, read_lineage(d).get("info", {}))
         return None
 
     @contextmanager
@@ -225,6 +265,16 @@ class ArtifactStore:
             refuse_secrets(f"lineage of {asset}/{key}", lineage)
             _write_json(tmp / LINEAGE_FILE, lineage)
             _fsync_tree(tmp)
+            if self.remote is not None and self.remote.exists(asset, key):
+                # Another machine published this recipe first: keep the bucket's, as for a lost rename.
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.remote.pull(asset, key)
+                pending.info = read_lineage(final).get("info", {})
+                pending.lost_race = True
+                pending.ref = self._ref(asset, key, final, False, pending.info)
+                return
+            if self.remote is not None:
+                self.remote.push(tmp, asset, key)  # before the local rename: the mirror is never ahead of the bucket
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -240,7 +290,7 @@ class ArtifactStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        pending.ref = ArtifactRef(asset, key, str(final), cache_hit=False, info=pending.info)
+        pending.ref = self._ref(asset, key, final, False, pending.info)
 
 
 @dataclass

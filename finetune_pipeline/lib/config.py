@@ -8,6 +8,8 @@ so the same config works from the CLI, the Dagster UI and the tests.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,8 +362,15 @@ class PipelineConfig:
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    # Content-addressed artifacts live here (git-ignored by default).
+    # Content-addressed artifacts live here (git-ignored by default): a folder, or an fsspec URL
+    # (s3://bucket/prefix, gs://..., az://...) whose local working copy is kept under artifacts_mirror.
     artifacts_root: str = "data/artifacts"
+    # With a URL artifacts_root: where this machine keeps its copy. Lineage records these paths, so
+    # every pod of one deployment should resolve it to the same folder (same image, same config).
+    artifacts_mirror: str = "data/artifacts_mirror"
+    # fsspec options for a URL artifacts_root (endpoint_url, region...). Never credentials: the backend
+    # reads those from the environment (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS...).
+    artifacts_storage_options: dict[str, Any] = field(default_factory=dict)
     # Converted base models (GGUF -> safetensors) are cached here.
     model_cache: str = "data/model_cache"
     # Where this config came from; relative paths above resolve against it.
@@ -376,7 +385,17 @@ class PipelineConfig:
         return self.path(self.data.raw_dir)
 
     @property
+    def artifacts_url(self) -> str | None:
+        """The object-storage URL holding the artifacts, or None when artifacts_root is a folder."""
+        return self.artifacts_root.rstrip("/") if "://" in self.artifacts_root else None
+
+    @property
     def artifacts_dir(self) -> Path:
+        """The local artifacts folder: artifacts_root itself, or this machine's mirror of the URL."""
+        if url := self.artifacts_url:
+            # One mirror folder per URL, named after it, so switching buckets never mixes their copies.
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url)[:80].strip("._")
+            return self.path(self.artifacts_mirror) / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
         return self.path(self.artifacts_root)
 
     @property
@@ -444,19 +463,47 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def _require_local_paths(cfg: PipelineConfig, where: str) -> None:
-    # Path('s3://b/x') would silently become a relative folder named 's3:'; artifacts also rely on atomic
-    # directory renames, which object stores lack. docs/kubernetes.md says how to mount storage instead.
-    for name, value in (("artifacts_root", cfg.artifacts_root), ("model_cache", cfg.model_cache),
-                        ("data.raw_dir", cfg.data.raw_dir)):
+# Option names that would put a credential into config, lineage and ArtifactRefs.
+_CREDENTIAL_OPTION = re.compile(r"key|secret|token|password|credential|session", re.IGNORECASE)
+
+
+def _validate_storage(cfg: PipelineConfig, where: str) -> None:
+    # Path('s3://b/x') would silently become a relative folder named 's3:': the model cache and the raw
+    # data are read in place by Hugging Face and the raw reader, so they stay folders.
+    for name, value in (("model_cache", cfg.model_cache), ("data.raw_dir", cfg.data.raw_dir),
+                        ("artifacts_mirror", cfg.artifacts_mirror)):
         if "://" in str(value):
-            raise ConfigError(f"{where}: {name} is {value!r}, a URL; only local paths are supported (object "
-                              "storage URLs are not yet): mount the storage and give its path, see docs/kubernetes.md")
+            raise ConfigError(f"{where}: {name} is {value!r}, a URL; it must be a local folder (only "
+                              "artifacts_root may be an object-storage URL), see docs/kubernetes.md")
+    options = cfg.artifacts_storage_options
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}: artifacts_storage_options must be a mapping of fsspec options")
+    secret = sorted(k for k in _flat_keys(options) if _CREDENTIAL_OPTION.search(k))
+    if secret:
+        raise ConfigError(f"{where}: artifacts_storage_options sets {secret}; credentials come from the "
+                          "environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), never from config")
+    url = cfg.artifacts_url
+    if url is None:
+        if options:
+            raise ConfigError(f"{where}: artifacts_storage_options is set but artifacts_root is a folder")
+        return
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as e:
+        raise ConfigError(f"{where}: artifacts_root {url!r}: no fsspec backend for {protocol}:// ({e}); "
+                          "for s3:// install s3fs (pip install 'finetune-pipeline[s3]')") from e
+
+
+def _flat_keys(d: dict[str, Any]) -> list[str]:
+    return [k2 for k, v in d.items() for k2 in ([str(k)] + (_flat_keys(v) if isinstance(v, dict) else []))]
 
 
 def validate(cfg: PipelineConfig, where: str) -> None:
     d, t = cfg.data, cfg.train
-    _require_local_paths(cfg, where)
+    _validate_storage(cfg, where)
     if d.mapping.format not in ("seed", "chat", "table"):
         raise ConfigError(f"{where}: data.mapping.format must be seed, chat or table, got {d.mapping.format!r}")
     if not (0 <= d.val_fraction < 1 and 0 <= d.test_fraction < 1 and d.val_fraction + d.test_fraction < 1):

@@ -14,12 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from finetune_pipeline.lib import storage
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.artifacts import ArtifactRef, ArtifactStore, read_lineage, recipe_key
+from finetune_pipeline.lib.artifacts import ArtifactRef, read_lineage, recipe_key
 from finetune_pipeline.lib.config import CostConfig, PipelineConfig
 from finetune_pipeline.lib.costs import UnknownPriceError, device_hours, local_training_cost, openai_training_cost
 from finetune_pipeline.lib.eval_backends import BackendError
-from finetune_pipeline.lib.versions import Registry
 
 CODE_VERSION = "1"
 
@@ -64,7 +64,7 @@ def _adapter_info(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def collect(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str]) -> dict[str, Any]:
     """Rows for every version evaluated on this eval set, ranked by the primary metric."""
-    registry, store = Registry(cfg.artifacts_dir), ArtifactStore(cfg.artifacts_dir)
+    registry, store = storage.registry(cfg), storage.artifact_store(cfg)
     primary = cfg.promotion.primary_metric
     rows, missing = [], {}
     for key in sorted(set(versions)):
@@ -145,7 +145,7 @@ def build(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str], run_i
               "missing": sorted(board["missing"]), "promotion": cfg.section("promotion"),
               "costs": cfg.section("costs"), "code": CODE_VERSION}
     key = recipe_key(recipe)
-    store = ArtifactStore(cfg.artifacts_dir)
+    store = storage.artifact_store(cfg)
     if hit := store.find("leaderboard", key):
         log(f"cache hit: the same evals on eval set {eval_set.key}, reusing leaderboard/{key}")
         return hit

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.artifacts import LINEAGE_FILE, read_lineage
+from finetune_pipeline.lib.artifacts import has_lineage, read_lineage
 from finetune_pipeline.lib.versions import Registry
 
 # What each asset's summary line shows from its lineage info.
@@ -15,12 +15,12 @@ SUMMARY_KEYS = ("raw_rows", "kept", "quarantined", "splits", "reasons", "spec", 
                 "estimated_cost_usd")
 
 
-def version_lineage(artifacts_root: Path, version: str) -> dict[str, Any]:
-    manifest = Registry(artifacts_root).get(version)
+def version_lineage(registry: Registry, version: str) -> dict[str, Any]:
+    manifest = registry.get(version)
     node: dict[str, Any] = {"version": version, "kind": manifest["kind"], "path": manifest["path"],
                             "remote_id": manifest.get("remote_id"), "registered_at": manifest.get("registered_at"),
                             "info": manifest.get("info", {})}
-    if manifest.get("lineage") and (Path(manifest["lineage"]) / LINEAGE_FILE).is_file():
+    if manifest.get("lineage") and has_lineage(Path(manifest["lineage"])):
         node["artifact"] = artifact_lineage(Path(manifest["lineage"]))
     elif manifest.get("lineage"):
         node["missing_lineage"] = manifest["lineage"]  # say so rather than fail: the manifest is still useful
@@ -36,7 +36,7 @@ def artifact_lineage(path: Path, _seen: set[str] | None = None) -> dict[str, Any
     node["inputs"] = []
     for inp in lineage.get("inputs", []):
         inp_path = inp.get("path")
-        if inp_path and (Path(inp_path) / LINEAGE_FILE).is_file() and inp_path not in seen:
+        if inp_path and inp_path not in seen and has_lineage(Path(inp_path)):
             seen.add(inp_path)
             node["inputs"].append(artifact_lineage(Path(inp_path), seen))
         else:

@@ -30,11 +30,13 @@ from typing import Any, Callable, Iterator
 
 import openai
 
-from finetune_pipeline.lib.artifacts import ArtifactRef, ArtifactStore, hash_file, recipe_key, write_json
+from finetune_pipeline.lib import storage
+from finetune_pipeline.lib.object_store import RemoteArtifacts
+from finetune_pipeline.lib.artifacts import ArtifactRef, hash_file, recipe_key, write_json
 from finetune_pipeline.lib.config import OpenAIConfig, PipelineConfig
 from finetune_pipeline.lib.costs import openai_training_cost
 from finetune_pipeline.lib.openai_format import ValidationReport, validate_dataset
-from finetune_pipeline.lib.versions import Registry, check_key
+from finetune_pipeline.lib.versions import check_key
 
 ASSET = "openai_fine_tuned_model"
 CODE_VERSION = "1"
@@ -90,24 +92,35 @@ class Ledger:
     flight, so two runs on the same inputs cannot both upload or both create.
     """
 
-    def __init__(self, path: Path, endpoint: str):
-        self.path, self.endpoint = Path(path), endpoint
+    def __init__(self, path: Path, endpoint: str, remote: RemoteArtifacts | None = None):
+        # With artifacts on object storage the bucket's copy is the record, so a retry on another
+        # machine still finds the job; the lock then only covers this machine.
+        self.path, self.endpoint, self.remote = Path(path), endpoint, remote
+        self.remote_name = self.path.resolve().relative_to(remote.mirror).as_posix() if remote else ""
+
+    def _state(self) -> dict[str, Any]:
+        if self.remote is not None:
+            data = self.remote.read_state(self.remote_name)
+            return json.loads(data) if data is not None else {}
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     @contextmanager
     def locked(self) -> Iterator[dict[str, Any]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            state = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            state = self._state()
             scope = state.setdefault(self.endpoint, {"files": {}, "jobs": {}})
             yield scope
+            text = json.dumps(state, indent=2, sort_keys=True) + "\n"
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+            tmp.write_text(text)
             tmp.replace(self.path)
+            if self.remote is not None:
+                self.remote.write_state(self.remote_name, text.encode())
 
     def read(self) -> dict[str, Any]:
-        state = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        return state.get(self.endpoint, {"files": {}, "jobs": {}})
+        return self._state().get(self.endpoint, {"files": {}, "jobs": {}})
 
 
 def upload_once(client: openai.OpenAI, path: Path, name: str, ledger: Ledger, log: Log) -> str:
@@ -233,7 +246,7 @@ def fine_tune(cfg: PipelineConfig, dataset: ArtifactRef, client: openai.OpenAI, 
     endpoint = str(client.base_url).rstrip("/")
     recipe = {"dataset": dataset.key, "openai": training_section(o), "endpoint": endpoint, "code": CODE_VERSION}
     key = recipe_key(recipe)
-    store = ArtifactStore(cfg.artifacts_dir)
+    store = storage.artifact_store(cfg)
     if hit := store.find(ASSET, key):
         log(f"cache hit: dataset {dataset.key} was already fine-tuned with this config as "
             f"{hit.info['fine_tuned_model']} ({ASSET}/{key}); nothing sent to OpenAI")
@@ -254,7 +267,7 @@ def fine_tune(cfg: PipelineConfig, dataset: ArtifactRef, client: openai.OpenAI, 
     log = lambda message: log_plain(redact(message, secret))  # noqa: E731
     event_log = lambda level, message: event_log_plain(level, redact(message, secret))  # noqa: E731
     try:
-        ledger = Ledger(cfg.artifacts_dir / LEDGER, endpoint)
+        ledger = Ledger(cfg.artifacts_dir / LEDGER, endpoint, storage.remote_of(cfg))
         train_id = upload_once(client, dataset.dir / "train.jsonl", f"{dataset.key}-train.jsonl", ledger, log)
         val_id = None
         if len(report.files) > 1:
@@ -322,6 +335,6 @@ def _hyperparameters(job) -> dict[str, Any]:
 
 def _register(cfg: PipelineConfig, ref: ArtifactRef) -> None:
     info = ref.info
-    Registry(cfg.artifacts_dir).register(
+    storage.registry(cfg).register(
         info["version_key"], "openai", remote_id=info["fine_tuned_model"], lineage=ref.path,
         info={k: info[k] for k in ("base_model", "job_id", "trained_tokens", "estimated_cost_usd")})

@@ -13,7 +13,10 @@ import datetime as _dt
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from finetune_pipeline.lib.object_store import RemoteArtifacts
 
 PROMOTION_DIR = "promotion"
 
@@ -75,18 +78,27 @@ def decide(board: dict[str, Any], current: str | None, checks: Checks, margin: f
 
 
 class PromotionStore:
-    def __init__(self, artifacts_root: Path):
+    """champion.json and history.jsonl; with `remote`, the bucket's copies are the record."""
+
+    def __init__(self, artifacts_root: Path, remote: "RemoteArtifacts | None" = None):
         self.dir = Path(artifacts_root) / PROMOTION_DIR
         self.champion_file = self.dir / "champion.json"
         self.history_file = self.dir / "history.jsonl"
+        self.remote = remote
+
+    def _text(self, path: Path) -> str | None:
+        if self.remote is not None:
+            data = self.remote.read_state(f"{PROMOTION_DIR}/{path.name}")
+            return data.decode() if data is not None else None
+        return path.read_text() if path.is_file() else None
 
     def champion(self) -> dict[str, Any] | None:
-        return json.loads(self.champion_file.read_text()) if self.champion_file.is_file() else None
+        text = self._text(self.champion_file)
+        return json.loads(text) if text is not None else None
 
     def history(self) -> list[dict[str, Any]]:
-        if not self.history_file.is_file():
-            return []
-        return [json.loads(line) for line in self.history_file.read_text().splitlines() if line.strip()]
+        text = self._text(self.history_file) or ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def record(self, decision: Decision, manifest: dict[str, Any] | None) -> None:
         """Append the decision (unless it repeats the last one) and move the champion on promotion."""
@@ -103,6 +115,14 @@ class PromotionStore:
             tmp = self.champion_file.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(state, indent=2) + "\n")
             tmp.replace(self.champion_file)  # atomic: readers see the old or the new champion
+            if self.remote is not None:
+                self.remote.write_state(f"{PROMOTION_DIR}/champion.json", (json.dumps(state, indent=2) + "\n").encode())
+        if self.remote is not None:
+            # Objects cannot be appended to: the log is rewritten whole (of two promotions at once, the later wins).
+            text = "".join(json.dumps(e) + "\n" for e in history + [entry])
+            self.remote.write_state(f"{PROMOTION_DIR}/history.jsonl", text.encode())
+            self.history_file.write_text(text)
+            return
         with open(self.history_file, "a") as f:
             f.write(json.dumps(entry) + "\n")
 

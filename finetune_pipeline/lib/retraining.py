@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.artifacts import LINEAGE_FILE, hash_file, read_lineage, recipe_key
+from finetune_pipeline.lib import storage
+from finetune_pipeline.lib.artifacts import has_lineage, hash_file, read_lineage, recipe_key
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.raw_files import RawDataError, list_raw_files, raw_name
-from finetune_pipeline.lib.versions import Registry
 
 SECTIONS = ("data", "model", "train")
 
@@ -37,9 +37,9 @@ def current_inputs(cfg: PipelineConfig) -> dict[str, Any]:
 def last_trained_version(cfg: PipelineConfig) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The newest LoRA version and the inputs it was trained from, read from its lineage."""
     found = []
-    for manifest in Registry(cfg.artifacts_dir).manifests():
+    for manifest in storage.registry(cfg).manifests():
         lineage_dir = Path(manifest.get("lineage") or "")
-        if manifest["kind"] == "lora_merged" and (lineage_dir / LINEAGE_FILE).is_file():
+        if manifest["kind"] == "lora_merged" and has_lineage(lineage_dir):
             found.append((read_lineage(lineage_dir).get("created_at", ""), manifest))
     if not found:
         return None

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from finetune_pipeline.lib import storage
 from finetune_pipeline.lib.artifacts import ArtifactRef, ArtifactStore, hash_file, recipe_key
 from finetune_pipeline.lib.base_models import load_tokenizer, resolve_base_model
 from finetune_pipeline.lib.classification import evaluate_classification, load_labels
@@ -29,7 +30,7 @@ from finetune_pipeline.lib.generate import strip_assistant
 from finetune_pipeline.lib.merge import merge_adapter
 from finetune_pipeline.lib.raw_files import RawDataError, RawRow, list_raw_files, raw_name, read_raw_folder
 from finetune_pipeline.lib.train import TrainSpec, child_command, require_cuda_for, training_method
-from finetune_pipeline.lib.versions import Registry, base_key, lora_key
+from finetune_pipeline.lib.versions import base_key, lora_key
 
 # Bump a stage's code version when its output for the same inputs changes;
 # that (and only that) invalidates the stage's cached artifacts.
@@ -49,7 +50,7 @@ Launcher = Callable[[Path], dict[str, Any]]
 
 
 def _store(cfg: PipelineConfig) -> ArtifactStore:
-    return ArtifactStore(cfg.artifacts_dir)
+    return storage.artifact_store(cfg)
 
 
 def raw_examples(cfg: PipelineConfig, run_id: str | None = None, log: Log = print) -> ArtifactRef:
@@ -98,13 +99,19 @@ def base_model(cfg: PipelineConfig, run_id: str | None = None, log: Log = print)
     if ref is None:
         with store.write("base_model", key, inputs=[{"asset": "base model", **model.source}],
                          config=cfg.section("model"), code_version=CODE_VERSIONS["base_model"], run_id=run_id) as out:
-            out.info.update(spec=model.spec, model_dir=str(model.path), content_hash=model.content_hash,
+            model_dir = model.path
+            if store.remote is not None:
+                # The model cache is this machine's; with artifacts on object storage the weights travel
+                # in the artifact, so a pod that never converted or downloaded the model can pull them.
+                shutil.copytree(model.path, out.dir / "model")
+                model_dir = store.dir("base_model", key) / "model"
+            out.info.update(spec=model.spec, model_dir=str(model_dir), content_hash=model.content_hash,
                             version_key=base_key(model.slug))
-            (out.dir / "model_ref.json").write_text(json.dumps({"model_dir": str(model.path)}) + "\n")
+            (out.dir / "model_ref.json").write_text(json.dumps({"model_dir": str(model_dir)}) + "\n")
         ref = out.ref
     else:
         log(f"cache hit: base model unchanged, reusing base_model/{key}")
-    Registry(cfg.artifacts_dir).register(ref.info["version_key"], "base", path=ref.info["model_dir"],
+    storage.registry(cfg).register(ref.info["version_key"], "base", path=ref.info["model_dir"],
                                          lineage=ref.path, info={"spec": model.spec})
     return ref
 
@@ -208,7 +215,7 @@ def merged_model(cfg: PipelineConfig, base: ArtifactRef, adapter: ArtifactRef, r
         ref = out.ref
     else:
         log(f"cache hit: reusing merged_model/{key}")
-    Registry(cfg.artifacts_dir).register(ref.info["version_key"], "lora_merged", path=ref.path, lineage=ref.path,
+    storage.registry(cfg).register(ref.info["version_key"], "lora_merged", path=ref.path, lineage=ref.path,
                                          info={"adapter": adapter.path, "base": base.info["spec"]})
     return ref
 
@@ -254,7 +261,7 @@ def _model_eval_recipe(cfg: PipelineConfig, manifest: dict[str, Any], backend: E
 
 def model_eval_key(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef) -> str:
     """The model_eval artifact key the current config gives this version on this eval set."""
-    manifest = Registry(cfg.artifacts_dir).get(version_key)
+    manifest = storage.registry(cfg).get(version_key)
     return recipe_key(_model_eval_recipe(cfg, manifest, backend_for(cfg, manifest), eval_set_ref))
 
 
@@ -266,7 +273,7 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
     OpenAI-compatible endpoint by their remote id, local ones through
     eval.backend (transformers, vllm, or a server speaking the OpenAI API).
     """
-    manifest = Registry(cfg.artifacts_dir).get(version_key)
+    manifest = storage.registry(cfg).get(version_key)
     backend = backend_for(cfg, manifest)
     recipe = _model_eval_recipe(cfg, manifest, backend, eval_set_ref)
     key = recipe_key(recipe)
@@ -274,7 +281,8 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
     if hit := store.find("model_eval", key):
         log(f"cache hit: {version_key} already evaluated on eval set {eval_set_ref.key} with {backend.name}")
         return hit
-    test_file = eval_set_ref.dir / "test.jsonl"
+    storage.registry(cfg).ensure_local(manifest)  # the version's weights, on a machine that has not got them
+    test_file = eval_set_ref.ensure_local().dir / "test.jsonl"
     records = read_split(test_file)
     if cfg.eval.limit:
         records = records[: cfg.eval.limit]

@@ -11,7 +11,10 @@ import datetime as _dt
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from finetune_pipeline.lib.object_store import RemoteArtifacts
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 Kind = Literal["base", "lora_merged", "openai"]
@@ -41,8 +44,18 @@ def lora_key(adapter_key: str) -> str:
 
 
 class Registry:
-    def __init__(self, artifacts_root: Path):
+    """Manifests in `<artifacts>/model_versions/`; with `remote`, the bucket's copy is the record."""
+
+    def __init__(self, artifacts_root: Path, remote: "RemoteArtifacts | None" = None):
         self.dir = Path(artifacts_root) / REGISTRY_DIR
+        self.remote = remote
+
+    def _read(self, key: str) -> dict[str, Any] | None:
+        if self.remote is not None:
+            data = self.remote.read_state(f"{REGISTRY_DIR}/{key}.json")
+            return json.loads(data) if data is not None else None
+        path = self.dir / f"{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def register(self, key: str, kind: Kind, *, path: str | None = None, remote_id: str | None = None,
                  lineage: str | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -55,24 +68,38 @@ class Registry:
         manifest = {"key": check_key(key), "kind": kind, "path": path, "remote_id": remote_id,
                     "lineage": lineage, "info": info or {}}
         # Re-registering (every cache hit does) keeps the first registration time.
-        previous = self.dir / f"{key}.json"
-        first = json.loads(previous.read_text()).get("registered_at") if previous.is_file() else None
+        previous = self._read(key)
+        first = previous.get("registered_at") if previous else None
         manifest["registered_at"] = first or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        if previous is not None and json.dumps(previous, indent=2, sort_keys=True) + "\n" == text:
+            return manifest  # every cache hit re-registers; nothing to write
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{key}.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(text)
         tmp.replace(self.dir / f"{key}.json")  # atomic on POSIX
+        if self.remote is not None:
+            self.remote.write_state(f"{REGISTRY_DIR}/{key}.json", text.encode())
         return manifest
 
     def get(self, key: str) -> dict[str, Any]:
-        path = self.dir / f"{check_key(key)}.json"
-        if not path.is_file():
+        manifest = self._read(check_key(key))
+        if manifest is None:
             known = ", ".join(self.keys()) or "none"
             raise KeyError(f"model version {key!r} is not registered (known: {known})")
-        return json.loads(path.read_text())
+        return manifest
 
     def keys(self) -> list[str]:
+        if self.remote is not None:
+            return sorted(n[:-5] for n in self.remote.list_state(REGISTRY_DIR) if n.endswith(".json")
+                          and not n.startswith("."))
         return sorted(p.stem for p in self.dir.glob("*.json")) if self.dir.is_dir() else []
+
+    def ensure_local(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Pull the version's artifact (its weights) into this machine's mirror if it is not there."""
+        if self.remote is not None and manifest.get("lineage"):
+            self.remote.pull_path(Path(manifest["lineage"]))
+        return manifest
 
     def manifests(self) -> list[dict[str, Any]]:
         return [self.get(k) for k in self.keys()]
