@@ -40,6 +40,23 @@ def test_the_documented_pipeline_config_loads_with_shared_volume_paths(tmp_path)
     assert args["base_pod_spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
+def test_the_documented_object_storage_changes_load_on_top_of_it(tmp_path):
+    base = _block_with("artifacts_root", without="artifacts_storage_options")
+    changes = _block_with("artifacts_storage_options")
+    assert set(changes) == {"artifacts_root", "artifacts_mirror", "artifacts_storage_options"}  # config only
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**base, **changes}))
+    cfg = load_config(path)
+    assert cfg.artifacts_url == changes["artifacts_root"] and cfg.artifacts_url.startswith("s3://")
+    # The training pod still reads and writes files: the mirror is on the volume it mounts.
+    train = cfg.section("train")
+    mount = Path(train["pod"]["mount_path"])
+    assert mount in cfg.artifacts_dir.parents and Path(changes["artifacts_mirror"]).is_absolute()
+    assert pod_run_args(train, cfg.artifacts_dir / "lora_adapter" / ".work-0123" / "spec.json")["image"]
+    with pytest.raises(ValueError, match="artifacts_mirror when artifacts are on object storage"):
+        pod_run_args(train, Path("/var/cache/elsewhere/lora_adapter/.work-0123/spec.json"))
+
+
 def test_documented_helm_values_match_the_shipped_production_instance():
     helm = _block_with("runLauncher")
     shipped = yaml.safe_load((PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())

@@ -19,6 +19,10 @@ gone; a temporary folder of a live process, or of another machine sharing the
 storage, is left alone. Two runs writing the same key both finish: the first
 rename wins, the second sees a finished artifact and drops its own copy (same
 recipe, so the same content up to non-determinism).
+
+With artifacts on object storage (`remote`), the root is this machine's mirror
+of a bucket: a finished folder is uploaded before its local rename, and one the
+mirror lacks is pulled from the bucket (see object_store.py).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def pod_run_args(tc: dict[str, Any], spec_path: Path) -> dict[str, Any]:
     mount = Path(pod["mount_path"])
     if mount not in Path(spec_path).parents:
         raise ValueError(f"the training spec {spec_path} is not under train.pod.mount_path ({mount}); "
-                         "artifacts_root must be on the shared volume so the pod sees the same paths")
+                         "artifacts_root (artifacts_mirror when artifacts are on object storage) must be on the "
+                         "shared volume so the pod sees the same paths")
     limits = {"cpu": pod["cpu"], "memory": pod["memory"]}
     if pod["gpus"]:
         limits["nvidia.com/gpu"] = str(pod["gpus"])
