@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from finetune_pipeline.lib.train import TrainSpec, rank, train_model
 
@@ -22,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m finetune_pipeline.train_child SPEC.json", file=sys.stderr)
         return 2
-    spec = TrainSpec.load(Path(argv[0]))
+    spec = TrainSpec.load(argv[0])  # a file, or the spec's JSON itself
+    if spec.remote:  # on a pod that shares no folder with the run: inputs come from the bucket
+        from finetune_pipeline.lib.detached_training import prepare
+
+        spec = prepare(spec)
 
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
@@ -30,13 +33,22 @@ def main(argv: list[str] | None = None) -> int:
         train_model(spec, report=lambda line: None)
         return 0
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        result = train_model(spec, report=lambda line: print(line, flush=True))
+        result = _finish(spec, train_model(spec, report=lambda line: print(line, flush=True)))
         print(json.dumps(result))  # the last line of stdout is the result
         return 0
     with open_dagster_pipes() as pipes:
-        result = train_model(spec, report=pipes.log.info)
+        result = _finish(spec, train_model(spec, report=pipes.log.info))
         pipes.report_custom_message(result)
     return 0
+
+
+def _finish(spec: TrainSpec, result: dict) -> dict:
+    """Rank 0, after training: hand a detached pod's output back through the bucket."""
+    if spec.remote:
+        from finetune_pipeline.lib.detached_training import upload_result
+
+        result = {**result, "uploaded_files": upload_result(spec)}
+    return result
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, load_config
+from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, _merge, load_config
 from finetune_pipeline.lib.training_pod import pod_run_args
 
 DOC = PROJECT_ROOT / "docs" / "kubernetes.md"
@@ -43,18 +44,20 @@ def test_the_documented_pipeline_config_loads_with_shared_volume_paths(tmp_path)
 def test_the_documented_object_storage_changes_load_on_top_of_it(tmp_path):
     base = _block_with("artifacts_root", without="artifacts_storage_options")
     changes = _block_with("artifacts_storage_options")
-    assert set(changes) == {"artifacts_root", "artifacts_mirror", "artifacts_storage_options"}  # config only
+    assert set(changes) == {"artifacts_root", "artifacts_mirror", "artifacts_storage_options", "train"}  # config only
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({**base, **changes}))
+    path.write_text(yaml.safe_dump(_merge(base, changes)))
     cfg = load_config(path)
     assert cfg.artifacts_url == changes["artifacts_root"] and cfg.artifacts_url.startswith("s3://")
-    # The training pod still reads and writes files: the mirror is on the volume it mounts.
+    assert Path(changes["artifacts_mirror"]).is_absolute() and Path(changes["artifacts_mirror"]) in cfg.artifacts_dir.parents
+    # The training pod of a detached spec (one that names the bucket): no volume, its service account.
     train = cfg.section("train")
-    mount = Path(train["pod"]["mount_path"])
-    assert mount in cfg.artifacts_dir.parents and Path(changes["artifacts_mirror"]).is_absolute()
-    assert pod_run_args(train, cfg.artifacts_dir / "lora_adapter" / ".work-0123" / "spec.json")["image"]
-    with pytest.raises(ValueError, match="artifacts_mirror when artifacts are on object storage"):
-        pod_run_args(train, Path("/var/cache/elsewhere/lora_adapter/.work-0123/spec.json"))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"remote": {"url": cfg.artifacts_url, "pull": []}, "train": train}))
+    args = pod_run_args(train, spec)
+    assert args["base_pod_spec"]["service_account_name"] == changes["train"]["pod"]["service_account"]
+    assert [v["name"] for v in args["base_pod_spec"]["volumes"]] == ["dshm"]
+    assert json.loads(args["command"][-1])["remote"]["url"] == cfg.artifacts_url
 
 
 def test_documented_helm_values_match_the_shipped_production_instance():

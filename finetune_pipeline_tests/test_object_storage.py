@@ -294,3 +294,62 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
     assert "raw_examples " in text and "support_tickets.jsonl" in text and "has no lineage.json" not in text
     assert not (mirror / "lora_adapter").exists()  # read, not pulled
     assert yaml.safe_load(config_path.read_text())["artifacts_root"] == url
+
+
+def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket(s3, tmp_path):
+    """train.runner: k8s with artifacts on S3: the pod's command carries the spec, the pod pulls its inputs
+    into its own mirror and uploads the adapter; the run publishes it. The "pod" here is the very command
+    PipesK8sClient would start, run as a process whose mirror is another folder."""
+    from finetune_pipeline.lib import stages
+    from finetune_pipeline.lib.detached_training import MIRROR_ENV
+    from finetune_pipeline.lib.training_pod import pod_run_args
+
+    endpoint, bucket = s3
+    url = f"s3://{bucket}/pod-{uuid.uuid4().hex[:6]}"
+    config_path = write_config(
+        tmp_path, SAMPLE_RAW, artifacts_root=url, artifacts_mirror=str(tmp_path / "run_mirror"),
+        artifacts_storage_options={"endpoint_url": endpoint},
+        train={"runner": "k8s", "pod": {"image": "registry.example.com/finetune:1", "gpus": 0,
+                                        "env_from_secret": "finetune-secrets"}})
+    cfg = load_config(config_path)
+    raw = stages.raw_examples(cfg, log=lambda m: None)
+    base = stages.base_model(cfg, log=lambda m: None)
+    dataset = stages.training_dataset(cfg, raw, base, log=lambda m: None)
+    pod_mirror = tmp_path / "pod_mirror"
+    pods = []
+
+    def launch_pod(spec_path: Path) -> dict:
+        args = pod_run_args(cfg.section("train"), spec_path)
+        pods.append(args)
+        env = {**os.environ, MIRROR_ENV: str(pod_mirror)}
+        proc = subprocess.run([sys.executable, *args["command"][1:]], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    logs = []
+    ref = stages.lora_adapter(cfg, base, dataset, launch_pod, log=logs.append)
+
+    # The pod: no shared volume, credentials from the Secret, the spec inline with what to pull.
+    [args] = pods
+    pod_spec = args["base_pod_spec"]
+    assert [v["name"] for v in pod_spec["volumes"]] == ["dshm"]
+    assert pod_spec["containers"][0]["env_from"] == [{"secret_ref": {"name": "finetune-secrets"}}]
+    spec = json.loads(args["command"][-1])
+    assert spec["remote"]["pull"] == [["base_model", base.key], ["training_dataset", dataset.key]]
+    # It pulled its inputs (the base model's weights travel in its artifact) into its own mirror...
+    assert list((pod_mirror / "base_model" / base.key / "model").glob("*.safetensors"))
+    assert (pod_mirror / "training_dataset" / dataset.key / "train.jsonl").is_file()
+    [pod_output] = (pod_mirror / "lora_adapter").glob(".pod-output-*")
+    assert (pod_output / "adapter_model.safetensors").is_file()
+    # ...and the run got the adapter back, published it, and cleaned the exchange prefix up.
+    assert any("file(s) back from the training pod" in m for m in logs)
+    assert (ref.dir / "adapter_model.safetensors").read_bytes() == (pod_output / "adapter_model.safetensors").read_bytes()
+    fs = _bucket_fs(endpoint)
+    prefix = url.removeprefix("s3://")
+    assert fs.exists(f"{prefix}/lora_adapter/{ref.key}/lineage.json")
+    assert not fs.exists(f"{prefix}/lora_adapter/.pod-outputs") or not fs.find(f"{prefix}/lora_adapter/.pod-outputs")
+    assert ref.info["steps"] == 4 and ref.info["uploaded_files"] >= 2
+    # Another machine reuses it.
+    other = ArtifactStore(tmp_path / "third", remote_for(url, tmp_path / "third", {"endpoint_url": endpoint}))
+    assert other.find("lora_adapter", ref.key).cache_hit

@@ -125,9 +125,14 @@ class TrainPodConfig:
     memory: str = "64Gi"
     # The ReadWriteMany volume holding artifacts_root and model_cache, mounted
     # at the same path as in the run's own pod (artifacts refer to absolute paths).
+    # Not needed when artifacts_root is an object-storage URL (the pod uses the bucket).
     volume_claim: str = ""
     mount_path: str = ""
     node_selector: dict[str, str] = field(default_factory=dict)
+    # With artifacts on object storage the pod needs no volume but needs the bucket's credentials:
+    # a Secret exposed as environment variables, and/or a service account (IRSA, Workload Identity).
+    env_from_secret: str = ""
+    service_account: str = ""
     # True inside the cluster (the run pod); False uses ~/.kube/config (a laptop).
     in_cluster: bool = True
 

@@ -146,6 +146,26 @@ class RemoteArtifacts:
     def write_state(self, rel: str, data: bytes) -> None:
         self.fs.pipe_file(self._remote(rel), data)  # one PUT: readers see the old or the new file
 
+    def put_state_file(self, local: Path, rel: str) -> None:
+        self.fs.put_file(str(local), self._remote(rel))
+
+    def get_state_folder(self, rel_dir: str, into: Path) -> list[str]:
+        """Download every file under `rel_dir` into `into`, keeping relative names; the names."""
+        prefix = self._remote(rel_dir).rstrip("/") + "/"
+        names = []
+        for src in self.fs.find(prefix, refresh=True):
+            rel = str(src).removeprefix(prefix)
+            (into / rel).parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(src, str(into / rel))
+            names.append(rel)
+        return sorted(names)
+
+    def remove_state(self, rel_dir: str) -> None:
+        try:
+            self.fs.rm(self._remote(rel_dir), recursive=True)
+        except FileNotFoundError:
+            pass
+
     def list_state(self, rel_dir: str) -> list[str]:
         """Names of the files directly under `rel_dir` in the bucket."""
         try:

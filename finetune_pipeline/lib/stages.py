@@ -24,6 +24,7 @@ from finetune_pipeline.lib.classification import evaluate_classification, load_l
 from finetune_pipeline.lib.cleaning import clean, read_split, write_dataset
 from finetune_pipeline.lib.collate import count_tokens
 from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.detached_training import collect_result, detach
 from finetune_pipeline.lib.eval_backends import EvalBackend, backend_for
 from finetune_pipeline.lib.evaluate import score, write_predictions
 from finetune_pipeline.lib.generate import strip_assistant
@@ -189,9 +190,14 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
             trust_remote_code=cfg.model.base_model in cfg.model.trust_remote_code_allow,
             general_file=str(general_file) if general_file else None,
         )
+        detached = store.remote is not None and cfg.train.runner == "k8s"
+        if detached:  # the pod shares no folder with this run: it pulls its inputs, uploads its output
+            spec = detach(spec, store.remote, key, [("base_model", base.key), ("training_dataset", dataset.key)])
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec.__dict__))
         result = launch(spec_path)
+        if detached:
+            log(f"lora_adapter: {len(collect_result(spec, store.remote, out.dir))} file(s) back from the training pod")
         weights = "model.safetensors" if training_method(train_cfg) == "full" else "adapter_model.safetensors"
         if not any(out.dir.glob(weights.replace(".safetensors", "*.safetensors"))):
             raise RuntimeError(f"training child exited without saving {weights}; checkpoints kept in {work}")

@@ -51,10 +51,14 @@ class TrainSpec:
     train: dict[str, Any]  # TrainConfig as a dict
     trust_remote_code: bool = False
     general_file: str | None = None  # general-instruction JSONL, mixed in at train.general_mix_ratio
+    # Set when the child runs where the run's folders are not (detached_training.py): the bucket, what to pull.
+    remote: dict[str, Any] | None = None
 
     @classmethod
-    def load(cls, path: Path) -> "TrainSpec":
-        return cls(**json.loads(Path(path).read_text()))
+    def load(cls, path_or_json: Path | str) -> "TrainSpec":
+        """From a spec file, or from the spec itself as JSON text (a pod's command line carries it inline)."""
+        text = str(path_or_json)
+        return cls(**json.loads(text if text.lstrip().startswith("{") else Path(text).read_text()))
 
 
 def training_method(tc: dict[str, Any]) -> str:
@@ -81,7 +85,7 @@ def require_cuda_for(method: str) -> None:
         raise RuntimeError("QLoRA needs bitsandbytes: pip install 'finetune_pipeline[gpu]'") from e
 
 
-def child_command(python: str, spec_path: Path, tc: dict[str, Any]) -> list[str]:
+def child_command(python: str, spec_path: Path | str, tc: dict[str, Any]) -> list[str]:
     """The command that runs the training child: one process, or N under torchrun / accelerate launch."""
     child = ["-m", "finetune_pipeline.train_child", str(spec_path)]
     n = int(tc.get("num_processes", 1))

@@ -4,13 +4,16 @@ Selected by `train.runner: k8s` (settings under `train.pod`). The pod runs the
 very command a local run would (`python -m finetune_pipeline.train_child SPEC`,
 or torchrun with `train.num_processes` > 1) from the project image; the spec,
 the base model, the dataset and the output folder are paths on a shared volume
-that the pod mounts at the same path as the run that launched it. Progress and
+that the pod mounts at the same path as the run that launched it. With artifacts
+on object storage there is no shared volume: the spec is passed inline and the
+pod exchanges files through the bucket (detached_training.py). Progress and
 the result travel back through Pipes in the pod's log, as with a subprocess.
 No Dagster import here: the asset passes these to the client.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +26,18 @@ def pod_run_args(tc: dict[str, Any], spec_path: Path) -> dict[str, Any]:
     if not pod["image"]:
         raise ValueError("train.runner is k8s but train.pod.image is empty: name the project image "
                          "(with a CUDA build of torch) that the training pod runs")
+    limits = {"cpu": pod["cpu"], "memory": pod["memory"]}
+    if pod["gpus"]:
+        limits["nvidia.com/gpu"] = str(pod["gpus"])
+    if Path(spec_path).is_file() and json.loads(Path(spec_path).read_text()).get("remote"):
+        return _detached_pod(pod, tc, spec_path, limits)
     if not (pod["volume_claim"] and pod["mount_path"]):
         raise ValueError("train.runner is k8s: set train.pod.volume_claim and train.pod.mount_path, the shared "
                          "volume holding artifacts_root and model_cache")
     mount = Path(pod["mount_path"])
     if mount not in Path(spec_path).parents:
         raise ValueError(f"the training spec {spec_path} is not under train.pod.mount_path ({mount}); "
-                         "artifacts_root (artifacts_mirror when artifacts are on object storage) must be on the "
-                         "shared volume so the pod sees the same paths")
-    limits = {"cpu": pod["cpu"], "memory": pod["memory"]}
-    if pod["gpus"]:
-        limits["nvidia.com/gpu"] = str(pod["gpus"])
+                         "artifacts_root must be on the shared volume so the pod sees the same paths")
     return {
         "image": pod["image"],
         "command": child_command("python", spec_path, tc),  # the image's python
@@ -53,3 +57,25 @@ def pod_run_args(tc: dict[str, Any], spec_path: Path) -> dict[str, Any]:
                         {"name": "dshm", "empty_dir": {"medium": "Memory"}}],
         },
     }
+
+
+def _detached_pod(pod: dict[str, Any], tc: dict[str, Any], spec_path: Path, limits: dict[str, str]) -> dict[str, Any]:
+    """Artifacts on object storage: no shared volume; the spec rides on the command line and the pod
+    pulls its inputs from the bucket (lib/detached_training.py), with credentials from `env_from_secret`
+    or the service account (IRSA / Workload Identity)."""
+    container: dict[str, Any] = {"resources": {"limits": limits},
+                                 "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}]}
+    if pod.get("env_from_secret"):
+        container["env_from"] = [{"secret_ref": {"name": pod["env_from_secret"]}}]
+    spec: dict[str, Any] = {
+        "restart_policy": "Never",
+        "node_selector": dict(pod["node_selector"]),
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        if pod["gpus"] else [],
+        "containers": [container],
+        "volumes": [{"name": "dshm", "empty_dir": {"medium": "Memory"}}],
+    }
+    if pod.get("service_account"):
+        spec["service_account_name"] = pod["service_account"]
+    return {"image": pod["image"], "command": child_command("python", Path(spec_path).read_text(), tc),
+            "namespace": pod["namespace"], "base_pod_spec": spec}
