@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from finetune_pipeline.lib import storage
+from finetune_pipeline.lib.artifacts import read_lineage
 from finetune_pipeline.lib.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
 from finetune_pipeline.lib.lineage import format_lineage, version_lineage
 
@@ -83,6 +84,26 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or os.environ.get("FINETUNE_PIPELINE_CONFIG"))
     tree = version_lineage(storage.registry(cfg), args.version)
     print(json.dumps(tree, indent=2) if args.json else format_lineage(tree))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Bring a version's files (and, for a LoRA version, its base model and adapter) into this machine's mirror."""
+    cfg = load_config(args.config or os.environ.get("FINETUNE_PIPELINE_CONFIG"))
+    if cfg.artifacts_url is None:
+        print(f"artifacts_root is a folder ({cfg.artifacts_dir}); nothing to pull")
+        return 0
+    registry = storage.registry(cfg)
+    manifest = registry.ensure_local(registry.get(args.version))
+    pulled = [manifest["lineage"]] if manifest.get("lineage") else []
+    if manifest["kind"] == "lora_merged":  # `serving.mode: lora` serves base + adapter
+        remote = storage.remote_of(cfg)
+        for i in read_lineage(Path(manifest["lineage"])).get("inputs", []):
+            if i.get("asset") in ("base_model", "lora_adapter") and remote.pull_path(Path(i["path"])):
+                pulled.append(i["path"])
+    for path in pulled:
+        print(f"{path}  (from {cfg.artifacts_url})")
+    print(f"{args.version}: weights at {manifest['path']}")
     return 0
 
 
@@ -173,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("--config")
     lineage.add_argument("--json", action="store_true", help="print the lineage tree as JSON")
     lineage.set_defaults(func=cmd_lineage)
+    pull = sub.add_parser("pull", help="with artifacts on object storage: fetch a model version's files into this "
+                                       "machine's mirror (e.g. on a serving host, before the serving spec's command)")
+    pull.add_argument("version", help="a model version key, e.g. lora-0123abcd4567")
+    pull.add_argument("--config")
+    pull.set_defaults(func=cmd_pull)
     backfill = sub.add_parser("backfill-evals", help="launch a Dagster backfill that re-evaluates model versions")
     backfill.add_argument("versions", nargs="*", help="version keys (default: every registered version)")
     backfill.add_argument("--config", help="config YAML the backfill's runs use (default: the code location's)")

@@ -241,7 +241,8 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
     endpoint, bucket = s3
     url = f"s3://{bucket}/pipeline-{uuid.uuid4().hex[:6]}"
     config_path = write_config(tmp_path, SAMPLE_RAW, artifacts_root=url, artifacts_mirror=str(tmp_path / "mirror"),
-                               artifacts_storage_options={"endpoint_url": endpoint})
+                               artifacts_storage_options={"endpoint_url": endpoint},
+                               serving={"mode": "lora"})  # the spec reads the adapter's rank: a pull
     monkeypatch.setenv("FINETUNE_PIPELINE_CONFIG", str(config_path))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
@@ -286,6 +287,16 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
         assert defs.resolve_job_def("promote").execute_in_process(instance=instance).success
         champion = json.loads(fs.cat_file(f"{prefix}/promotion/champion.json"))
         assert champion["version"] in (lora, base)
+        [spec_key] = [p.split("/")[-2] for p in fs.find(f"{prefix}/serving_spec") if p.endswith("lineage.json")]
+        assert (mirror / "serving_spec" / spec_key / "serving_spec.json").is_file()
+
+    # A serving host fetches a version before running the spec's command: merged weights, base and adapter.
+    shutil.rmtree(mirror)
+    assert cli.main(["pull", lora, "--config", str(config_path)]) == 0
+    assert f"{lora}: weights at {mirror}" in capsys.readouterr().out
+    for asset in ("merged_model", "base_model", "lora_adapter"):
+        assert len(list((mirror / asset).iterdir())) == 1, asset
+    assert list((mirror / "merged_model").glob("*/model*.safetensors"))
 
     # Lineage from a fresh machine reads every lineage.json from the bucket.
     shutil.rmtree(mirror)

@@ -115,7 +115,10 @@ class RemoteArtifacts:
         final = self.mirror / asset / key
         if (final / LINEAGE_FILE).is_file():
             return final
-        tmp = final.parent / f".pull-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        from finetune_pipeline.lib.artifacts import host_id
+
+        # Named like a local write's temporary folder, so the next write removes it if this process dies.
+        tmp = final.parent / f".tmp-{key}-{host_id()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             if not self.pull_into(asset, key, tmp):
                 return None
@@ -208,3 +211,12 @@ def remote_lineage(path: Path) -> bytes | None:
     path = Path(path).resolve()
     remote = _BY_MIRROR.get(path.parent.parent)
     return remote.lineage_bytes(path.parent.name, path.name) if remote is not None else None
+
+
+def ensure_local_path(path: Path) -> bool:
+    """If `path` is an artifact folder of a known mirror and missing, pull it; whether it is local now."""
+    path = Path(path).resolve()
+    if (path / LINEAGE_FILE).is_file():
+        return True
+    remote = _BY_MIRROR.get(path.parent.parent)
+    return remote is not None and remote.pull_path(path)

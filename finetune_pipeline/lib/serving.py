@@ -13,6 +13,7 @@ from typing import Any
 
 from finetune_pipeline.lib.artifacts import read_lineage
 from finetune_pipeline.lib.config import ServingConfig
+from finetune_pipeline.lib.object_store import ensure_local_path
 
 # vLLM accepts only these values for --max-lora-rank; round the adapter's rank up.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -30,6 +31,7 @@ def lora_parts(manifest: dict[str, Any]) -> tuple[Path, Path, int]:
         raise ServingError(f"{manifest['key']}: its lineage names no base_model and lora_adapter inputs")
     base_dir = Path(read_lineage(Path(inputs["base_model"]))["info"]["model_dir"])
     adapter_dir = Path(inputs["lora_adapter"])
+    ensure_local_path(adapter_dir)  # with artifacts on object storage, this machine may not have it yet
     rank = int(json.loads((adapter_dir / "adapter_config.json").read_text())["r"])
     return base_dir, adapter_dir, rank
 
