@@ -100,8 +100,9 @@ def test_published_on_one_machine_is_a_cache_hit_on_another(s3, tmp_path):
     assert not (tmp_path / "machine_b" / "dataset" / "k1").exists()
     hit = b.find("dataset", "k1")
     assert hit is not None and hit.cache_hit and hit.info == {"content": "hello"}
-    assert (Path(hit.path) / "nested" / "rows.jsonl").read_text() == "hello"
-    assert (Path(hit.path) / "lineage.json").read_bytes() == (Path(written.ref.path) / "lineage.json").read_bytes()
+    assert not Path(hit.path).exists()  # found by its lineage.json alone; pulled on first use
+    assert (hit.dir / "nested" / "rows.jsonl").read_text() == "hello"
+    assert (hit.dir / "lineage.json").read_bytes() == (Path(written.ref.path) / "lineage.json").read_bytes()
     assert b.find("dataset", "absent") is None
     # A ref carried to a fresh machine (the mirror wiped) pulls itself back.
     shutil.rmtree(tmp_path / "machine_b")
@@ -116,7 +117,7 @@ def test_a_tampered_bucket_object_is_refused_naming_it(s3, tmp_path):
     [rows] = [p for p in fs.find(f"{prefix}/dataset/k1") if p.endswith("rows.jsonl")]
     fs.pipe_file(rows, b"changed")
     with pytest.raises(RemoteArtifactError, match=r"dataset/k1/files-[0-9a-f]+/nested/rows.jsonl: sha256 differs"):
-        b.find("dataset", "k1")
+        b.find("dataset", "k1").dir
     # Nothing half-pulled is left under the final name.
     assert not (tmp_path / "b" / "dataset" / "k1").exists()
     assert [p.name for p in (tmp_path / "b" / "dataset").iterdir()] == []
@@ -146,7 +147,7 @@ def test_two_machines_writing_the_same_key_keep_one_complete_artifact(s3, tmp_pa
                                                          "info": {"by": who}}))
         remote.push(folder, "dataset", "raced")
     pulled = c.find("dataset", "raced")
-    assert pulled.info == {"by": "y"} and (Path(pulled.path) / "rows.jsonl").read_text() == "from y"
+    assert pulled.info == {"by": "y"} and (pulled.dir / "rows.jsonl").read_text() == "from y"
 
 
 KILLED_WRITER = """
@@ -190,7 +191,7 @@ def test_a_writer_killed_during_upload_leaves_nothing_visible(s3, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     hit = reader.find("big", "k")
-    assert hit is not None and len(list(Path(hit.path).glob("part-*.bin"))) == 600
+    assert hit is not None and len(list(hit.dir.glob("part-*.bin"))) == 600
     # The dead writer's temporary folder was removed by the next write on its machine.
     assert [p.name for p in (tmp_path / "writer" / "big").iterdir()] == ["k"]
 
@@ -262,8 +263,12 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
         assert {"raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model",
                 "model_versions", "_dagster_refs"} <= published
         # Run outputs are JSON refs in the bucket, never pickles.
+        merged_key = result.output_for_node("merged_model").key
         ref_json = json.loads(fs.cat_file(f"{prefix}/_dagster_refs/merged_model.json"))
-        assert ref_json["__artifact_ref__"]["key"] == result.output_for_node("merged_model").key
+        assert ref_json["__artifact_ref__"]["key"] == merged_key
+        # The UI links each materialization to its place in the bucket.
+        meta = instance.fetch_materializations(dg.AssetKey("merged_model"), limit=1).records[0].asset_materialization
+        assert meta.metadata["artifact_url"].value == f"{url}/merged_model/{merged_key}"
 
         # A fresh pod evaluates the new version: the eval set ref comes from the bucket, and only what the
         # eval needs (the eval set, the merged model) is pulled; the adapter and raw data are not.
@@ -282,6 +287,8 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
         assert again.success and again.output_for_node("lora_adapter").cache_hit
         logs = [e.user_message for e in instance.all_logs(again.run_id)]
         assert any("no training needed" in m for m in logs) and not any("step 1/" in m for m in logs)
+        # Cache hits read lineage.json only; files are pulled where a step (or check) opens them.
+        assert not (mirror / "raw_examples").exists()
 
         shutil.rmtree(mirror)
         assert defs.resolve_job_def("promote").execute_in_process(instance=instance).success

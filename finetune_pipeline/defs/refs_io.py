@@ -4,8 +4,8 @@ Dagster's default IO manager pickles outputs into the instance's local storage
 folder, which a run pod on Kubernetes does not share with the next run's pod.
 With `artifacts_root: s3://...` the outputs (ArtifactRefs: an asset, a key and
 a path, never tensors) are kept as JSON next to the artifacts instead: JSON, so
-that reading a bucket never unpickles code, and a loaded ref pulls its
-artifact into the local mirror, so a fresh pod can use its path at once.
+that reading a bucket never unpickles code. A loaded ref pulls its artifact
+into the local mirror when its folder is first used (`ArtifactRef.dir`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def encode(obj: Any) -> str:
 def decode(text: str) -> Any:
     value = json.loads(text)
     if isinstance(value, dict) and "__artifact_ref__" in value:
-        return ArtifactRef(**value["__artifact_ref__"]).ensure_local()
+        return ArtifactRef(**value["__artifact_ref__"])  # its files are pulled when its `dir` is used
     return value
 
 

@@ -38,7 +38,10 @@ def artifact_output(ref: ArtifactRef, **metadata) -> dg.Output:
             "artifact_path": dg.MetadataValue.path(ref.path),
             "artifact_key": ref.key,
             "cache_hit": ref.cache_hit,
-            "lineage": dg.MetadataValue.path(str(ref.dir / "lineage.json")),
+            "lineage": dg.MetadataValue.path(str(Path(ref.path) / "lineage.json")),  # `dir` would pull it
+            # With artifacts on object storage: where the record is (the path above is a local mirror).
+            **({"artifact_url": dg.MetadataValue.url(f"{ref.remote['url']}/{ref.asset}/{ref.key}")}
+               if ref.remote else {}),
             **metadata,
         },
     )

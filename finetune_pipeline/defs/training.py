@@ -110,7 +110,7 @@ def merged_model(context: dg.AssetExecutionContext, settings: PipelineSettings, 
 def merged_matches_base_plus_adapter(merged_model: ArtifactRef, base_model: ArtifactRef,
                                      lora_adapter: ArtifactRef, training_dataset: ArtifactRef) -> dg.AssetCheckResult:
     prompts = stages.sample_val_prompts(training_dataset, 3)
-    same, rows = merged_matches_adapter(Path(base_model.info["model_dir"]), lora_adapter.dir, merged_model.dir, prompts)
+    same, rows = merged_matches_adapter(stages.base_model_dir(base_model), lora_adapter.dir, merged_model.dir, prompts)
     table = "| base + adapter | merged |\n|---|---|\n" + "\n".join(
         f"| {r['adapter'][:80]!r} | {r['merged'][:80]!r} |" for r in rows)
     return dg.AssetCheckResult(passed=same, metadata={"prompts": len(rows), "outputs": dg.MetadataValue.md(table)})

@@ -159,20 +159,29 @@ class ArtifactRef:
 
     @property
     def dir(self) -> Path:
+        """The artifact's local folder; with artifacts on object storage it is pulled on first use."""
+        self.ensure_local()
         return Path(self.path)
+
+    def _remote(self) -> "RemoteArtifacts":
+        from finetune_pipeline.lib.object_store import remote_for
+
+        return remote_for(self.remote["url"], Path(self.remote["mirror"]), self.remote.get("options"))
 
     def ensure_local(self) -> "ArtifactRef":
         """Pull the artifact into the local mirror if it is not there (a fresh pod); returns self."""
-        if self.remote and not (self.dir / LINEAGE_FILE).is_file():
-            from finetune_pipeline.lib.object_store import remote_for
-
-            r = self.remote
-            if remote_for(r["url"], Path(r["mirror"]), r.get("options")).pull(self.asset, self.key) is None:
-                raise FileNotFoundError(f"artifact {self.asset}/{self.key} is neither in {self.dir} nor in {r['url']}")
+        if self.remote and not (Path(self.path) / LINEAGE_FILE).is_file():
+            if self._remote().pull(self.asset, self.key) is None:
+                raise FileNotFoundError(f"artifact {self.asset}/{self.key} is neither in {self.path} "
+                                        f"nor in {self.remote['url']}")
         return self
 
     def lineage(self) -> dict[str, Any]:
-        return read_lineage(self.dir)
+        """Read without pulling the payload."""
+        if self.remote and not (Path(self.path) / LINEAGE_FILE).is_file():
+            if (data := self._remote().lineage_bytes(self.asset, self.key)) is not None:
+                return json.loads(data)
+        return read_lineage(Path(self.path))
 
     def as_input(self) -> dict[str, str]:
         return {"asset": self.asset, "key": self.key, "path": self.path}
@@ -222,10 +231,16 @@ class ArtifactStore:
         return d
 
     def find(self, asset: str, key: str) -> ArtifactRef | None:
-        """The finished artifact for this recipe key, or None."""
+        """The finished artifact for this recipe key, or None.
+
+        From a bucket, only lineage.json is read here; the files are pulled when the ref's `dir` is
+        first used, so a run whose steps are all cache hits downloads no weights.
+        """
         d = self.dir(asset, key)
-        if (d / LINEAGE_FILE).is_file() or (self.remote is not None and self.remote.pull(asset, key)):
+        if (d / LINEAGE_FILE).is_file():
             return self._ref(asset, key, d, True, read_lineage(d).get("info", {}))
+        if self.remote is not None and (data := self.remote.lineage_bytes(asset, key)) is not None:
+            return self._ref(asset, key, d, True, json.loads(data).get("info", {}))
         return None
 
     @contextmanager

@@ -85,6 +85,11 @@ def raw_examples(cfg: PipelineConfig, run_id: str | None = None, log: Log = prin
     return out.ref
 
 
+def base_model_dir(base: ArtifactRef) -> Path:
+    """The base model's weights folder (inside the artifact when artifacts are on object storage: pulled)."""
+    return Path(base.ensure_local().info["model_dir"])
+
+
 def load_raw_rows(ref: ArtifactRef) -> list[RawRow]:
     with open(ref.dir / "rows.jsonl") as f:
         return [RawRow(**json.loads(line)) for line in f]
@@ -127,7 +132,7 @@ def training_dataset(cfg: PipelineConfig, raw: ArtifactRef, base: ArtifactRef, r
     if hit := store.find("training_dataset", key):
         log(f"cache hit: raw data and rules unchanged, reusing training_dataset/{key}")
         return hit
-    tokenizer = load_tokenizer(Path(base.info["model_dir"]))
+    tokenizer = load_tokenizer(base_model_dir(base))
     result = clean(load_raw_rows(raw), cfg.data, lambda messages: count_tokens(tokenizer, messages),
                    files=list(raw.info.get("files", {})))
     with store.write("training_dataset", key, inputs=[raw.as_input(), base.as_input()], config=data_cfg,
@@ -180,17 +185,20 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
     work.mkdir(parents=True, exist_ok=True)
     with store.write("lora_adapter", key, inputs=inputs, config=train_cfg,
                      code_version=CODE_VERSIONS["lora_adapter"], run_id=run_id) as out:
+        detached = store.remote is not None and cfg.train.runner == "k8s"
+        if not detached:  # the child reads these folders; a detached pod pulls them itself
+            base_model_dir(base)
+            dataset.ensure_local()
         spec = TrainSpec(
             base_model_dir=base.info["model_dir"],
-            train_file=str(dataset.dir / "train.jsonl"),
-            val_file=str(dataset.dir / "val.jsonl"),
+            train_file=str(Path(dataset.path) / "train.jsonl"),
+            val_file=str(Path(dataset.path) / "val.jsonl"),
             output_dir=str(out.dir),
             work_dir=str(work),
             train=train_cfg,
             trust_remote_code=cfg.model.base_model in cfg.model.trust_remote_code_allow,
             general_file=str(general_file) if general_file else None,
         )
-        detached = store.remote is not None and cfg.train.runner == "k8s"
         if detached:  # the pod shares no folder with this run: it pulls its inputs, uploads its output
             spec = detach(spec, store.remote, key, [("base_model", base.key), ("training_dataset", dataset.key)])
         spec_path = work / "spec.json"
@@ -216,7 +224,7 @@ def merged_model(cfg: PipelineConfig, base: ArtifactRef, adapter: ArtifactRef, r
     if ref is None:
         with store.write("merged_model", key, inputs=[base.as_input(), adapter.as_input()], config={},
                          code_version=CODE_VERSIONS["merged_model"], run_id=run_id) as out:
-            merge_adapter(Path(base.info["model_dir"]), adapter.dir, out.dir)
+            merge_adapter(base_model_dir(base), adapter.dir, out.dir)
             out.info.update(version_key=lora_key(adapter.key))
         ref = out.ref
     else:
@@ -288,7 +296,7 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
         log(f"cache hit: {version_key} already evaluated on eval set {eval_set_ref.key} with {backend.name}")
         return hit
     storage.registry(cfg).ensure_local(manifest)  # the version's weights, on a machine that has not got them
-    test_file = eval_set_ref.ensure_local().dir / "test.jsonl"
+    test_file = eval_set_ref.dir / "test.jsonl"
     records = read_split(test_file)
     if cfg.eval.limit:
         records = records[: cfg.eval.limit]
