@@ -30,16 +30,25 @@ def main(argv: list[str] | None = None) -> int:
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
     if rank() != 0:
-        train_model(spec, report=lambda line: None)
+        _train(spec, report=lambda line: None)
         return 0
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        result = _finish(spec, train_model(spec, report=lambda line: print(line, flush=True)))
+        result = _finish(spec, _train(spec, report=lambda line: print(line, flush=True)))
         print(json.dumps(result))  # the last line of stdout is the result
         return 0
     with open_dagster_pipes() as pipes:
-        result = _finish(spec, train_model(spec, report=pipes.log.info))
+        result = _finish(spec, _train(spec, report=pipes.log.info))
         pipes.report_custom_message(result)
     return 0
+
+
+def _train(spec: TrainSpec, report) -> dict:
+    callbacks = []
+    if spec.remote:  # a retried pod may land anywhere: checkpoints go to the bucket
+        from finetune_pipeline.lib.detached_training import checkpoint_upload
+
+        callbacks.append(checkpoint_upload(spec, report))
+    return train_model(spec, report=report, callbacks=callbacks)
 
 
 def _finish(spec: TrainSpec, result: dict) -> dict:

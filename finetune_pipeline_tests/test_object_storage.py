@@ -371,3 +371,62 @@ def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket
     # Another machine reuses it.
     other = ArtifactStore(tmp_path / "third", remote_for(url, tmp_path / "third", {"endpoint_url": endpoint}))
     assert other.find("lora_adapter", ref.key).cache_hit
+
+
+def test_a_killed_training_pod_is_resumed_by_a_pod_on_another_node_from_the_bucket(s3, tmp_path):
+    """The first pod is SIGKILLed once a checkpoint is in the bucket; the retry runs on a pod with an empty
+    disk, downloads that checkpoint and finishes the same 8 steps."""
+    from finetune_pipeline.lib import stages
+    from finetune_pipeline.lib.detached_training import MIRROR_ENV
+    from finetune_pipeline.lib.training_pod import pod_run_args
+
+    endpoint, bucket = s3
+    url = f"s3://{bucket}/resume-{uuid.uuid4().hex[:6]}"
+    config_path = write_config(
+        tmp_path, SAMPLE_RAW, artifacts_root=url, artifacts_mirror=str(tmp_path / "run_mirror"),
+        artifacts_storage_options={"endpoint_url": endpoint},
+        data={"val_fraction": 0.03, "test_fraction": 0.03},
+        train={"max_steps": 8, "batch_size": 2, "eval_steps": 2, "save_steps": 2, "logging_steps": 1,
+               "early_stopping_patience": 0, "learning_rate": 0.005, "runner": "k8s",
+               "pod": {"image": "registry.example.com/finetune:1", "gpus": 0}})
+    cfg = load_config(config_path)
+    base = stages.base_model(cfg, log=lambda m: None)
+    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg, log=lambda m: None), base, log=lambda m: None)
+
+    def pod(node: str, kill_after_upload: bool):
+        def launch(spec_path: Path) -> dict:
+            command = [sys.executable, *pod_run_args(cfg.section("train"), spec_path)["command"][1:]]
+            env = {**os.environ, MIRROR_ENV: str(tmp_path / node)}
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=open(tmp_path / f"{node}.err", "w"), text=True, env=env)
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if kill_after_upload and line.startswith("checkpoint uploaded:"):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+            proc.wait()
+            if proc.returncode != 0:
+                raise RuntimeError(f"training pod on {node} ended with {proc.returncode}")
+            pod_logs[node] = lines
+            return json.loads(lines[-1])
+        return launch
+
+    pod_logs: dict[str, list[str]] = {}
+    with pytest.raises(RuntimeError, match="ended with -9"):
+        stages.lora_adapter(cfg, base, dataset, pod("node_a", kill_after_upload=True), log=lambda m: None)
+    fs = _bucket_fs(endpoint)
+    prefix = url.removeprefix("s3://")
+    [state] = [p for p in fs.find(f"{prefix}/lora_adapter", refresh=True) if p.endswith("trainer_state.json")]
+    uploaded_step = int(state.split("/checkpoint-")[1].split("/")[0])
+    assert uploaded_step >= 2
+    assert not [p for p in fs.find(f"{prefix}/lora_adapter") if p.endswith("/lineage.json")]  # nothing published
+    assert not (tmp_path / "node_b").exists()  # the retry's node has never seen this training
+
+    ref = stages.lora_adapter(cfg, base, dataset, pod("node_b", kill_after_upload=False), log=lambda m: None)
+    assert any(f"resuming from checkpoint-{uploaded_step}" in line for line in pod_logs["node_b"])
+    assert ref.info["resumed_from_step"] == uploaded_step and ref.info["steps"] == 8
+    # The data order covers every step once, across the two pods.
+    order = [json.loads(line)["step"] for line in (ref.dir / "examples_seen.jsonl").read_text().splitlines()]
+    assert order == list(range(1, 9))
+    # Once published, the checkpoints are gone from the bucket.
+    assert not [p for p in fs.find(f"{prefix}/lora_adapter", refresh=True) if "/.work-" in p]

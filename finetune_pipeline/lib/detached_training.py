@@ -12,20 +12,25 @@ weights, training dataset) and a prefix to upload the result to:
 - back in the run, `collect_result` downloads it into the artifact being
   written and deletes the prefix; the artifact is then published as usual.
 
+Checkpoints go to the bucket too (`<url>/lora_adapter/.work-<key>/`, the
+latest only, trainer_state.json last so a half-uploaded one is incomplete), and
+`prepare` downloads them: a retried pod, on whatever node, resumes from the
+last one as a local retry does. The run deletes them once the artifact exists.
+
 The pod's mirror is `artifacts_mirror` from the run's config unless
 FINETUNE_PIPELINE_ARTIFACTS_MIRROR names another folder (e.g. node-local disk).
-Checkpoints stay on the pod's disk: a retried pod starts the training over.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import uuid
 from pathlib import Path
 
 from finetune_pipeline.lib.object_store import RemoteArtifacts, remote_for
-from finetune_pipeline.lib.train import TrainSpec
+from finetune_pipeline.lib.train import SEEN_LOG, TrainSpec, rank
 
 MIRROR_ENV = "FINETUNE_PIPELINE_ARTIFACTS_MIRROR"
 
@@ -36,6 +41,7 @@ def detach(spec: TrainSpec, remote: RemoteArtifacts, key: str, pulls: list[tuple
         **remote.describe(),
         "pull": [list(p) for p in pulls],
         "output": f"lora_adapter/.pod-outputs/{key}-{uuid.uuid4().hex[:8]}",
+        "work": Path(spec.work_dir).resolve().relative_to(remote.mirror).as_posix(),  # checkpoints
     })
 
 
@@ -58,6 +64,20 @@ def prepare(spec: TrainSpec) -> TrainSpec:
         p = Path(path)
         return str(mirror / p.relative_to(run_mirror)) if run_mirror in p.parents else path
 
+    work = Path(here(spec.work_dir))
+    # The checkpoints an earlier pod uploaded, for the trainer to resume from: rank 0 downloads,
+    # the other ranks of this pod (torchrun) wait for its marker (no process group exists yet).
+    done = work / f".checkpoints-pulled-{spec.remote['output'].rsplit('-', 1)[-1]}"
+    if rank() == 0:
+        work.mkdir(parents=True, exist_ok=True)
+        remote.get_state_folder(spec.remote["work"], work)
+        done.touch()
+    else:
+        deadline = time.monotonic() + 3600
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {rank()}: rank 0 never finished downloading checkpoints into {work}")
+            time.sleep(0.5)
     return dataclasses.replace(
         spec, base_model_dir=here(spec.base_model_dir), train_file=here(spec.train_file),
         val_file=here(spec.val_file), work_dir=here(spec.work_dir),
@@ -76,8 +96,42 @@ def upload_result(spec: TrainSpec) -> int:
     return len(files)
 
 
+def checkpoint_upload(spec: TrainSpec, report):
+    """A TrainerCallback for the pod: after each checkpoint is saved, copy it to the bucket."""
+    from transformers import TrainerCallback
+
+    remote = _remote(spec, Path(spec.remote["mirror"]))
+    work_rel = spec.remote["work"]
+
+    class CheckpointUpload(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            name = f"checkpoint-{state.global_step}"
+            # Each rank's log of the examples it trained on (the artifact's data order is built from them).
+            seen = Path(args.output_dir) / SEEN_LOG.format(rank=args.process_index)
+            if seen.is_file():
+                remote.put_state_file(seen, f"{work_rel}/{seen.name}")
+            if not state.is_world_process_zero:
+                return
+            folder = Path(args.output_dir) / name
+            files = sorted(p for p in folder.rglob("*") if p.is_file())
+            # trainer_state.json last: a checkpoint is complete only with it (train._is_complete).
+            for p in sorted(files, key=lambda p: p.name == "trainer_state.json"):
+                remote.put_state_file(p, f"{work_rel}/{name}/{p.relative_to(folder).as_posix()}")
+            for old in remote.list_state(work_rel):
+                if old.startswith("checkpoint-") and old != name:
+                    remote.remove_state(f"{work_rel}/{old}")
+            report(f"checkpoint uploaded: {name} -> {remote.url}/{work_rel}/{name}")
+
+    return CheckpointUpload()
+
+
 def collect_result(spec: TrainSpec, remote: RemoteArtifacts, into: Path) -> list[str]:
     """In the run: download what the pod uploaded into `into`, then delete it from the bucket."""
     names = remote.get_state_folder(spec.remote["output"], into)
     remote.remove_state(spec.remote["output"])
     return names
+
+
+def forget_checkpoints(spec: TrainSpec, remote: RemoteArtifacts) -> None:
+    """In the run, once the artifact exists: the pod's checkpoints are no longer needed."""
+    remote.remove_state(spec.remote["work"])

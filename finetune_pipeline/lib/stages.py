@@ -24,7 +24,7 @@ from finetune_pipeline.lib.classification import evaluate_classification, load_l
 from finetune_pipeline.lib.cleaning import clean, read_split, write_dataset
 from finetune_pipeline.lib.collate import count_tokens
 from finetune_pipeline.lib.config import PipelineConfig
-from finetune_pipeline.lib.detached_training import collect_result, detach
+from finetune_pipeline.lib.detached_training import collect_result, detach, forget_checkpoints
 from finetune_pipeline.lib.eval_backends import EvalBackend, backend_for
 from finetune_pipeline.lib.evaluate import score, write_predictions
 from finetune_pipeline.lib.generate import strip_assistant
@@ -212,6 +212,8 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
         out.info.update(result)
     # Only a finished artifact retires the checkpoints; a failed attempt leaves them for the retry.
     shutil.rmtree(work, ignore_errors=True)
+    if detached:
+        forget_checkpoints(spec, store.remote)
     return out.ref
 
 
