@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-LINEAGE_FILE = "lineage.json"
+from finetune_pipeline.lib.artifacts import LINEAGE_FILE, hash_file, host_id
 
 
 class RemoteArtifactError(RuntimeError):
@@ -39,14 +39,6 @@ class RemoteArtifactError(RuntimeError):
 
 def is_url(value: str) -> bool:
     return "://" in str(value)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class RemoteArtifacts:
@@ -104,7 +96,7 @@ class RemoteArtifacts:
             except FileNotFoundError as e:
                 raise RemoteArtifactError(f"{self.url}/{asset}/{key}: lineage.json lists {rel} but "
                                           f"{payload}/{rel} is missing from the bucket") from e
-            if _sha256(target) != sha:
+            if hash_file(target) != sha:
                 raise RemoteArtifactError(f"{self.url}/{asset}/{key}/{payload}/{rel}: sha256 differs from "
                                           "the one in lineage.json; the bucket copy was changed after upload")
         (folder / LINEAGE_FILE).write_bytes(lineage)  # last, as in a local write
@@ -115,8 +107,6 @@ class RemoteArtifacts:
         final = self.mirror / asset / key
         if (final / LINEAGE_FILE).is_file():
             return final
-        from finetune_pipeline.lib.artifacts import host_id
-
         # Named like a local write's temporary folder, so the next write removes it if this process dies.
         tmp = final.parent / f".tmp-{key}-{host_id()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -75,7 +77,7 @@ class Registry:
         if previous is not None and json.dumps(previous, indent=2, sort_keys=True) + "\n" == text:
             return manifest  # every cache hit re-registers; nothing to write
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{key}.json.tmp"
+        tmp = self.dir / f".{key}.json.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # two registrations at once
         tmp.write_text(text)
         tmp.replace(self.dir / f"{key}.json")  # atomic on POSIX
         if self.remote is not None:
