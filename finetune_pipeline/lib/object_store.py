@@ -37,10 +37,6 @@ class RemoteArtifactError(RuntimeError):
     """A remote artifact could not be read back as it was written."""
 
 
-def is_url(value: str) -> bool:
-    return "://" in str(value)
-
-
 class RemoteArtifacts:
     """The bucket side of an artifact store whose local folders live under `mirror`."""
 
@@ -75,8 +71,9 @@ class RemoteArtifacts:
         """Upload a finished local artifact folder: payload first, lineage.json last."""
         lineage = (folder / LINEAGE_FILE).read_bytes()
         payload = f"files-{hashlib.sha256(lineage).hexdigest()[:16]}"
-        for rel in json.loads(lineage).get("outputs", {}):
-            self.fs.put_file(str(folder / rel), self._remote(asset, key, payload, rel))
+        rels = list(json.loads(lineage).get("outputs", {}))
+        if rels:  # one batched call: async backends (s3fs, gcsfs) upload the files concurrently
+            self.fs.put([str(folder / r) for r in rels], [self._remote(asset, key, payload, r) for r in rels])
         self.fs.pipe_file(self._remote(asset, key, LINEAGE_FILE), lineage)
 
     def pull_into(self, asset: str, key: str, folder: Path) -> bool:
@@ -87,15 +84,18 @@ class RemoteArtifacts:
         payload = f"files-{hashlib.sha256(lineage).hexdigest()[:16]}"
         outputs = json.loads(lineage).get("outputs", {})
         folder.mkdir(parents=True)
+        for rel in outputs:
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:  # one batched call, downloaded concurrently by async backends
+            self.fs.get([self._remote(asset, key, payload, r) for r in outputs], [str(folder / r) for r in outputs])
+        except FileNotFoundError as e:
+            raise RemoteArtifactError(f"{self.url}/{asset}/{key}: lineage.json lists a file missing from "
+                                      f"{payload}/ in the bucket ({e})") from e
         for rel, sha in outputs.items():
             target = folder / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = self._remote(asset, key, payload, rel)
-            try:
-                self.fs.get_file(src, str(target))
-            except FileNotFoundError as e:
+            if not target.is_file():
                 raise RemoteArtifactError(f"{self.url}/{asset}/{key}: lineage.json lists {rel} but "
-                                          f"{payload}/{rel} is missing from the bucket") from e
+                                          f"{payload}/{rel} is missing from the bucket")
             if hash_file(target) != sha:
                 raise RemoteArtifactError(f"{self.url}/{asset}/{key}/{payload}/{rel}: sha256 differs from "
                                           "the one in lineage.json; the bucket copy was changed after upload")
