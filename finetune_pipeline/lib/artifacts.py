@@ -178,9 +178,8 @@ class ArtifactRef:
 
     def lineage(self) -> dict[str, Any]:
         """Read without pulling the payload."""
-        if self.remote and not (Path(self.path) / LINEAGE_FILE).is_file():
-            if (data := self._remote().lineage_bytes(self.asset, self.key)) is not None:
-                return json.loads(data)
+        if self.remote:
+            self._remote()  # makes the bucket known to read_lineage in this process
         return read_lineage(Path(self.path))
 
     def as_input(self) -> dict[str, str]:

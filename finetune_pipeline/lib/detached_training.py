@@ -46,8 +46,7 @@ def detach(spec: TrainSpec, remote: RemoteArtifacts, key: str, pulls: list[tuple
 
 
 def _remote(spec: TrainSpec, mirror: Path) -> RemoteArtifacts:
-    r = spec.remote or {}
-    return remote_for(r["url"], mirror, r.get("options"))
+    return remote_for(spec.remote["url"], mirror, spec.remote.get("options"))
 
 
 def prepare(spec: TrainSpec) -> TrainSpec:
@@ -70,7 +69,7 @@ def prepare(spec: TrainSpec) -> TrainSpec:
     done = work / f".checkpoints-pulled-{spec.remote['output'].rsplit('-', 1)[-1]}"
     if rank() == 0:
         work.mkdir(parents=True, exist_ok=True)
-        remote.get_state_folder(spec.remote["work"], work)
+        remote.get_folder(spec.remote["work"], work)
         done.touch()
     else:
         deadline = time.monotonic() + 3600
@@ -80,7 +79,7 @@ def prepare(spec: TrainSpec) -> TrainSpec:
             time.sleep(0.5)
     return dataclasses.replace(
         spec, base_model_dir=here(spec.base_model_dir), train_file=here(spec.train_file),
-        val_file=here(spec.val_file), work_dir=here(spec.work_dir),
+        val_file=here(spec.val_file), work_dir=str(work),
         # The run's output folder is a temporary folder of the run's machine; train into one of ours.
         output_dir=str(mirror / "lora_adapter" / f".pod-output-{uuid.uuid4().hex[:8]}"),
         remote={**spec.remote, "mirror": str(mirror)})
@@ -88,12 +87,10 @@ def prepare(spec: TrainSpec) -> TrainSpec:
 
 def upload_result(spec: TrainSpec) -> int:
     """In the pod, after training: upload the output folder; the number of files."""
-    remote = _remote(spec, Path(spec.remote["mirror"]))
     out = Path(spec.output_dir)
-    files = [p for p in sorted(out.rglob("*")) if p.is_file()]
-    for p in files:
-        remote.put_state_file(p, f"{spec.remote['output']}/{p.relative_to(out).as_posix()}")
-    return len(files)
+    rels = [p.relative_to(out).as_posix() for p in sorted(out.rglob("*")) if p.is_file()]
+    _remote(spec, Path(spec.remote["mirror"])).put_files(out, rels, spec.remote["output"])
+    return len(rels)
 
 
 def checkpoint_upload(spec: TrainSpec, report):
@@ -107,16 +104,18 @@ def checkpoint_upload(spec: TrainSpec, report):
         def on_save(self, args, state, control, **kwargs):
             name = f"checkpoint-{state.global_step}"
             # Each rank's log of the examples it trained on (the artifact's data order is built from them).
-            seen = Path(args.output_dir) / SEEN_LOG.format(rank=args.process_index)
-            if seen.is_file():
-                remote.put_state_file(seen, f"{work_rel}/{seen.name}")
+            work = Path(args.output_dir)
+            seen = SEEN_LOG.format(rank=args.process_index)
+            if (work / seen).is_file():
+                remote.put_files(work, [seen], work_rel)
             if not state.is_world_process_zero:
                 return
-            folder = Path(args.output_dir) / name
-            files = sorted(p for p in folder.rglob("*") if p.is_file())
+            folder = work / name
+            rels = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
             # trainer_state.json last: a checkpoint is complete only with it (train._is_complete).
-            for p in sorted(files, key=lambda p: p.name == "trainer_state.json"):
-                remote.put_state_file(p, f"{work_rel}/{name}/{p.relative_to(folder).as_posix()}")
+            last = [r for r in rels if r == "trainer_state.json"]
+            remote.put_files(folder, [r for r in rels if r not in last], f"{work_rel}/{name}")
+            remote.put_files(folder, last, f"{work_rel}/{name}")
             for old in remote.list_state(work_rel):
                 if old.startswith("checkpoint-") and old != name:
                     remote.remove_state(f"{work_rel}/{old}")
@@ -127,7 +126,7 @@ def checkpoint_upload(spec: TrainSpec, report):
 
 def collect_result(spec: TrainSpec, remote: RemoteArtifacts, into: Path) -> list[str]:
     """In the run: download what the pod uploaded into `into`, then delete it from the bucket."""
-    names = remote.get_state_folder(spec.remote["output"], into)
+    names = remote.get_folder(spec.remote["output"], into)
     remote.remove_state(spec.remote["output"])
     return names
 

@@ -71,10 +71,13 @@ class RemoteArtifacts:
         """Upload a finished local artifact folder: payload first, lineage.json last."""
         lineage = (folder / LINEAGE_FILE).read_bytes()
         payload = f"files-{hashlib.sha256(lineage).hexdigest()[:16]}"
-        rels = list(json.loads(lineage).get("outputs", {}))
-        if rels:  # one batched call: async backends (s3fs, gcsfs) upload the files concurrently
-            self.fs.put([str(folder / r) for r in rels], [self._remote(asset, key, payload, r) for r in rels])
+        self.put_files(folder, list(json.loads(lineage).get("outputs", {})), f"{asset}/{key}/{payload}")
         self.fs.pipe_file(self._remote(asset, key, LINEAGE_FILE), lineage)
+
+    def put_files(self, folder: Path, rels: list[str], rel_dir: str) -> None:
+        """Upload `folder`/rel to `rel_dir`/rel for each rel, in one batched call (concurrent on s3fs, gcsfs)."""
+        if rels:
+            self.fs.put([str(folder / r) for r in rels], [self._remote(rel_dir, r) for r in rels])
 
     def pull_into(self, asset: str, key: str, folder: Path) -> bool:
         """Download the artifact into `folder` (which must not exist yet); False if the bucket lacks it."""
@@ -128,7 +131,7 @@ class RemoteArtifacts:
             return False
         return self.pull(path.parent.name, path.name) is not None
 
-    # -- small mutable state files (model version manifests, the champion) -----------------
+    # -- small mutable files (state_files.py) and the training pod's exchange -------------
 
     def read_state(self, rel: str) -> bytes | None:
         try:
@@ -139,19 +142,15 @@ class RemoteArtifacts:
     def write_state(self, rel: str, data: bytes) -> None:
         self.fs.pipe_file(self._remote(rel), data)  # one PUT: readers see the old or the new file
 
-    def put_state_file(self, local: Path, rel: str) -> None:
-        self.fs.put_file(str(local), self._remote(rel))
-
-    def get_state_folder(self, rel_dir: str, into: Path) -> list[str]:
+    def get_folder(self, rel_dir: str, into: Path) -> list[str]:
         """Download every file under `rel_dir` into `into`, keeping relative names; the names."""
         prefix = self._remote(rel_dir).rstrip("/") + "/"
-        names = []
-        for src in self.fs.find(prefix, refresh=True):
-            rel = str(src).removeprefix(prefix)
+        rels = sorted(str(src).removeprefix(prefix) for src in self.fs.find(prefix, refresh=True))
+        for rel in rels:
             (into / rel).parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(src, str(into / rel))
-            names.append(rel)
-        return sorted(names)
+        if rels:
+            self.fs.get([prefix + r for r in rels], [str(into / r) for r in rels])
+        return rels
 
     def remove_state(self, rel_dir: str) -> None:
         try:
@@ -167,17 +166,6 @@ class RemoteArtifacts:
             return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
-    def sync_state_dir(self, rel_dir: str, local_dir: Path, suffix: str = ".json") -> None:
-        """Copy the bucket's `rel_dir/*<suffix>` files into `local_dir` (the bucket is the record)."""
-        local_dir.mkdir(parents=True, exist_ok=True)
-        for name in self.list_state(rel_dir):
-            if name.endswith(suffix) and not name.startswith("."):
-                data = self.read_state(f"{rel_dir}/{name}")
-                if data is not None:
-                    tmp = local_dir / f".{name}.{os.getpid()}.sync"
-                    tmp.write_bytes(data)
-                    tmp.replace(local_dir / name)
-
 
 # One RemoteArtifacts per mirror folder in this process, so that a path read from a lineage or a
 # manifest (always a mirror path) can be pulled on demand by whoever follows it.
@@ -192,21 +180,24 @@ def remote_for(url: str, mirror: Path, options: dict[str, Any] | None = None) ->
     return known
 
 
+def _remote_of_folder(path: Path) -> RemoteArtifacts | None:
+    """The known bucket whose mirror holds the artifact folder `path` (<mirror>/<asset>/<key>)."""
+    return _BY_MIRROR.get(Path(path).resolve().parent.parent)
+
+
 def remote_lineage(path: Path) -> bytes | None:
     """lineage.json of the artifact whose mirror folder is `path`, read from its bucket (None if unknown).
 
     Reading a lineage never pulls the payload: walking lineage or ranking versions must not
     download every model's weights.
     """
-    path = Path(path).resolve()
-    remote = _BY_MIRROR.get(path.parent.parent)
-    return remote.lineage_bytes(path.parent.name, path.name) if remote is not None else None
+    remote = _remote_of_folder(path)
+    return remote.lineage_bytes(Path(path).parent.name, Path(path).name) if remote is not None else None
 
 
 def ensure_local_path(path: Path) -> bool:
     """If `path` is an artifact folder of a known mirror and missing, pull it; whether it is local now."""
-    path = Path(path).resolve()
-    if (path / LINEAGE_FILE).is_file():
+    if (Path(path) / LINEAGE_FILE).is_file():
         return True
-    remote = _BY_MIRROR.get(path.parent.parent)
+    remote = _remote_of_folder(path)
     return remote is not None and remote.pull_path(path)

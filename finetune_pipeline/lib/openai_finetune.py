@@ -32,6 +32,7 @@ import openai
 
 from finetune_pipeline.lib import storage
 from finetune_pipeline.lib.object_store import RemoteArtifacts
+from finetune_pipeline.lib.state_files import StateFiles
 from finetune_pipeline.lib.artifacts import ArtifactRef, hash_file, recipe_key, write_json
 from finetune_pipeline.lib.config import OpenAIConfig, PipelineConfig
 from finetune_pipeline.lib.costs import openai_training_cost
@@ -92,32 +93,24 @@ class Ledger:
     flight, so two runs on the same inputs cannot both upload or both create.
     """
 
-    def __init__(self, path: Path, endpoint: str, remote: RemoteArtifacts | None = None):
+    def __init__(self, artifacts_root: Path, endpoint: str, remote: RemoteArtifacts | None = None):
         # With artifacts on object storage the bucket's copy is the record, so a retry on another
         # machine still finds the job; the lock then only covers this machine.
-        self.path, self.endpoint, self.remote = Path(path), endpoint, remote
-        self.remote_name = self.path.resolve().relative_to(remote.mirror).as_posix() if remote else ""
+        self.files, self.endpoint = StateFiles(artifacts_root, remote), endpoint
+        self.lock = Path(artifacts_root) / LEDGER.with_suffix(".lock")
 
     def _state(self) -> dict[str, Any]:
-        if self.remote is not None:
-            data = self.remote.read_state(self.remote_name)
-            return json.loads(data) if data is not None else {}
-        return json.loads(self.path.read_text()) if self.path.is_file() else {}
+        return json.loads(self.files.read(str(LEDGER)) or "{}")
 
     @contextmanager
     def locked(self) -> Iterator[dict[str, Any]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = self._state()
             scope = state.setdefault(self.endpoint, {"files": {}, "jobs": {}})
             yield scope
-            text = json.dumps(state, indent=2, sort_keys=True) + "\n"
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(self.path)
-            if self.remote is not None:
-                self.remote.write_state(self.remote_name, text.encode())
+            self.files.write(str(LEDGER), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def read(self) -> dict[str, Any]:
         return self._state().get(self.endpoint, {"files": {}, "jobs": {}})
@@ -267,7 +260,7 @@ def fine_tune(cfg: PipelineConfig, dataset: ArtifactRef, client: openai.OpenAI, 
     log = lambda message: log_plain(redact(message, secret))  # noqa: E731
     event_log = lambda level, message: event_log_plain(level, redact(message, secret))  # noqa: E731
     try:
-        ledger = Ledger(cfg.artifacts_dir / LEDGER, endpoint, storage.remote_of(cfg))
+        ledger = Ledger(cfg.artifacts_dir, endpoint, storage.remote_of(cfg))
         train_id = upload_once(client, dataset.dir / "train.jsonl", f"{dataset.key}-train.jsonl", ledger, log)
         val_id = None
         if len(report.files) > 1:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finetune_pipeline.lib.state_files import StateFiles
+
 if TYPE_CHECKING:
     from finetune_pipeline.lib.object_store import RemoteArtifacts
 
@@ -80,24 +82,18 @@ def decide(board: dict[str, Any], current: str | None, checks: Checks, margin: f
 class PromotionStore:
     """champion.json and history.jsonl; with `remote`, the bucket's copies are the record."""
 
-    def __init__(self, artifacts_root: Path, remote: "RemoteArtifacts | None" = None):
-        self.dir = Path(artifacts_root) / PROMOTION_DIR
-        self.champion_file = self.dir / "champion.json"
-        self.history_file = self.dir / "history.jsonl"
-        self.remote = remote
+    CHAMPION, HISTORY = f"{PROMOTION_DIR}/champion.json", f"{PROMOTION_DIR}/history.jsonl"
 
-    def _text(self, path: Path) -> str | None:
-        if self.remote is not None:
-            data = self.remote.read_state(f"{PROMOTION_DIR}/{path.name}")
-            return data.decode() if data is not None else None
-        return path.read_text() if path.is_file() else None
+    def __init__(self, artifacts_root: Path, remote: "RemoteArtifacts | None" = None):
+        self.files = StateFiles(artifacts_root, remote)
+        self.history_file = Path(artifacts_root) / self.HISTORY  # the local copy, shown in the UI
 
     def champion(self) -> dict[str, Any] | None:
-        text = self._text(self.champion_file)
+        text = self.files.read(self.CHAMPION)
         return json.loads(text) if text is not None else None
 
     def history(self) -> list[dict[str, Any]]:
-        text = self._text(self.history_file) or ""
+        text = self.files.read(self.HISTORY) or ""
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def record(self, decision: Decision, manifest: dict[str, Any] | None) -> None:
@@ -107,24 +103,12 @@ class PromotionStore:
         history = self.history()
         if history and _same(history[-1], entry) and not decision.promoted:
             return  # the automation re-ran with nothing new: don't grow the log
-        self.dir.mkdir(parents=True, exist_ok=True)
         if decision.promoted:
             state = {"version": decision.champion, "since": decision.decided_at, "manifest": manifest,
                      "score": decision.scores.get(decision.champion), "primary_metric": decision.primary_metric,
                      "eval_set": decision.eval_set, "previous": decision.previous, "run_id": decision.run_id}
-            tmp = self.champion_file.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(state, indent=2) + "\n")
-            tmp.replace(self.champion_file)  # atomic: readers see the old or the new champion
-            if self.remote is not None:
-                self.remote.write_state(f"{PROMOTION_DIR}/champion.json", (json.dumps(state, indent=2) + "\n").encode())
-        if self.remote is not None:
-            # Objects cannot be appended to: the log is rewritten whole (of two promotions at once, the later wins).
-            text = "".join(json.dumps(e) + "\n" for e in history + [entry])
-            self.remote.write_state(f"{PROMOTION_DIR}/history.jsonl", text.encode())
-            self.history_file.write_text(text)
-            return
-        with open(self.history_file, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+            self.files.write(self.CHAMPION, json.dumps(state, indent=2) + "\n")  # readers see old or new
+        self.files.append(self.HISTORY, json.dumps(entry) + "\n")
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

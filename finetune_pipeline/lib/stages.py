@@ -187,7 +187,7 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
                      code_version=CODE_VERSIONS["lora_adapter"], run_id=run_id) as out:
         detached = store.remote is not None and cfg.train.runner == "k8s"
         if not detached:  # the child reads these folders; a detached pod pulls them itself
-            base_model_dir(base)
+            base.ensure_local()
             dataset.ensure_local()
         spec = TrainSpec(
             base_model_dir=base.info["model_dir"],

@@ -29,8 +29,31 @@ def pod_run_args(tc: dict[str, Any], spec_path: Path) -> dict[str, Any]:
     limits = {"cpu": pod["cpu"], "memory": pod["memory"]}
     if pod["gpus"]:
         limits["nvidia.com/gpu"] = str(pod["gpus"])
+    container: dict[str, Any] = {
+        "resources": {"limits": limits},
+        # torchrun's workers share tensors through /dev/shm; the default 64 MB is too small
+        "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}],
+    }
+    base_pod_spec: dict[str, Any] = {
+        "restart_policy": "Never",  # a failed pod fails the step; the asset's RetryPolicy resumes it
+        "node_selector": dict(pod["node_selector"]),
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        if pod["gpus"] else [],
+        "containers": [container],
+        "volumes": [{"name": "dshm", "empty_dir": {"medium": "Memory"}}],
+    }
+    # Credentials for the bucket when artifacts are on object storage: a Secret as environment
+    # variables, and/or a service account (IRSA / Workload Identity).
+    if pod.get("env_from_secret"):
+        container["env_from"] = [{"secret_ref": {"name": pod["env_from_secret"]}}]
+    if pod.get("service_account"):
+        base_pod_spec["service_account_name"] = pod["service_account"]
+    args = {"image": pod["image"], "namespace": pod["namespace"], "base_pod_spec": base_pod_spec}
+
     if Path(spec_path).is_file() and json.loads(Path(spec_path).read_text()).get("remote"):
-        return _detached_pod(pod, tc, spec_path, limits)
+        # Artifacts on object storage: no shared volume; the spec rides on the command line and the
+        # pod pulls its inputs from the bucket (lib/detached_training.py).
+        return {**args, "command": child_command("python", Path(spec_path).read_text(), tc)}
     if not (pod["volume_claim"] and pod["mount_path"]):
         raise ValueError("train.runner is k8s: set train.pod.volume_claim and train.pod.mount_path, the shared "
                          "volume holding artifacts_root and model_cache")
@@ -38,44 +61,6 @@ def pod_run_args(tc: dict[str, Any], spec_path: Path) -> dict[str, Any]:
     if mount not in Path(spec_path).parents:
         raise ValueError(f"the training spec {spec_path} is not under train.pod.mount_path ({mount}); "
                          "artifacts_root must be on the shared volume so the pod sees the same paths")
-    return {
-        "image": pod["image"],
-        "command": child_command("python", spec_path, tc),  # the image's python
-        "namespace": pod["namespace"],
-        "base_pod_spec": {
-            "restart_policy": "Never",  # a failed pod fails the step; the asset's RetryPolicy resumes it
-            "node_selector": dict(pod["node_selector"]),
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-            if pod["gpus"] else [],
-            "containers": [{
-                "resources": {"limits": limits},
-                "volume_mounts": [{"name": "shared", "mount_path": str(mount)},
-                                  # torchrun's workers share tensors through /dev/shm; the default 64 MB is too small
-                                  {"name": "dshm", "mount_path": "/dev/shm"}],
-            }],
-            "volumes": [{"name": "shared", "persistent_volume_claim": {"claim_name": pod["volume_claim"]}},
-                        {"name": "dshm", "empty_dir": {"medium": "Memory"}}],
-        },
-    }
-
-
-def _detached_pod(pod: dict[str, Any], tc: dict[str, Any], spec_path: Path, limits: dict[str, str]) -> dict[str, Any]:
-    """Artifacts on object storage: no shared volume; the spec rides on the command line and the pod
-    pulls its inputs from the bucket (lib/detached_training.py), with credentials from `env_from_secret`
-    or the service account (IRSA / Workload Identity)."""
-    container: dict[str, Any] = {"resources": {"limits": limits},
-                                 "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}]}
-    if pod.get("env_from_secret"):
-        container["env_from"] = [{"secret_ref": {"name": pod["env_from_secret"]}}]
-    spec: dict[str, Any] = {
-        "restart_policy": "Never",
-        "node_selector": dict(pod["node_selector"]),
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-        if pod["gpus"] else [],
-        "containers": [container],
-        "volumes": [{"name": "dshm", "empty_dir": {"medium": "Memory"}}],
-    }
-    if pod.get("service_account"):
-        spec["service_account_name"] = pod["service_account"]
-    return {"image": pod["image"], "command": child_command("python", Path(spec_path).read_text(), tc),
-            "namespace": pod["namespace"], "base_pod_spec": spec}
+    container["volume_mounts"].insert(0, {"name": "shared", "mount_path": str(mount)})
+    base_pod_spec["volumes"].insert(0, {"name": "shared", "persistent_volume_claim": {"claim_name": pod["volume_claim"]}})
+    return {**args, "command": child_command("python", spec_path, tc)}  # the image's python

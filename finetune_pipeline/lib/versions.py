@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from finetune_pipeline.lib.state_files import StateFiles
 
 if TYPE_CHECKING:
     from finetune_pipeline.lib.object_store import RemoteArtifacts
@@ -51,13 +51,11 @@ class Registry:
     def __init__(self, artifacts_root: Path, remote: "RemoteArtifacts | None" = None):
         self.dir = Path(artifacts_root) / REGISTRY_DIR
         self.remote = remote
+        self.files = StateFiles(artifacts_root, remote)
 
     def _read(self, key: str) -> dict[str, Any] | None:
-        if self.remote is not None:
-            data = self.remote.read_state(f"{REGISTRY_DIR}/{key}.json")
-            return json.loads(data) if data is not None else None
-        path = self.dir / f"{key}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        text = self.files.read(f"{REGISTRY_DIR}/{key}.json")
+        return json.loads(text) if text is not None else None
 
     def register(self, key: str, kind: Kind, *, path: str | None = None, remote_id: str | None = None,
                  lineage: str | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -76,12 +74,7 @@ class Registry:
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         if previous is not None and json.dumps(previous, indent=2, sort_keys=True) + "\n" == text:
             return manifest  # every cache hit re-registers; nothing to write
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{key}.json.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # two registrations at once
-        tmp.write_text(text)
-        tmp.replace(self.dir / f"{key}.json")  # atomic on POSIX
-        if self.remote is not None:
-            self.remote.write_state(f"{REGISTRY_DIR}/{key}.json", text.encode())
+        self.files.write(f"{REGISTRY_DIR}/{key}.json", text)
         return manifest
 
     def get(self, key: str) -> dict[str, Any]:
@@ -92,10 +85,7 @@ class Registry:
         return manifest
 
     def keys(self) -> list[str]:
-        if self.remote is not None:
-            return sorted(n[:-5] for n in self.remote.list_state(REGISTRY_DIR) if n.endswith(".json")
-                          and not n.startswith("."))
-        return sorted(p.stem for p in self.dir.glob("*.json")) if self.dir.is_dir() else []
+        return [n.removesuffix(".json") for n in self.files.names(REGISTRY_DIR, ".json")]
 
     def ensure_local(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Pull the version's artifact (its weights) into this machine's mirror if it is not there."""
