@@ -9,7 +9,7 @@ Variants (LoRA r=16 on all linear layers, batch 8, lr 1e-3, fp32, one process ea
   padding too), the plain HF Trainer. One 2048-position row per step: 8 of
   them at once would need ~20 GB, and a row costs the same per position
   either way (the LoRA optimizer step, 4.9M parameters, is negligible).
-- ours: `finetune_pipeline.lib.train.train_model` with padding-free batches
+- ours: `finetune_pipeline.lib.training.engine.train_model` with padding-free batches
   (`train.packing: true`, the engine's padding-free mode and its default on a GPU).
 - ours_padded (in the default run): the same engine with length-grouped dynamic
   padding, which `train.packing: auto` (the default) picks on CPU because it
@@ -107,7 +107,7 @@ def meter_callback(time_box: float, min_steps: int):
 # --- the variants (each runs in its own process) ------------------------------
 
 def _records(train_file: str):
-    from finetune_pipeline.lib.cleaning import read_split
+    from finetune_pipeline.lib.data.cleaning import read_split
 
     return read_split(Path(train_file))
 
@@ -115,7 +115,7 @@ def _records(train_file: str):
 def _lora_model(model_dir: str):
     from peft import LoraConfig, get_peft_model
 
-    from finetune_pipeline.lib.base_models import load_model
+    from finetune_pipeline.lib.models.base_models import load_model
 
     model = load_model(Path(model_dir))
     return get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
@@ -132,7 +132,7 @@ def run_seed(a, meter) -> dict:
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments, default_data_collator
 
-    from finetune_pipeline.lib.base_models import load_tokenizer
+    from finetune_pipeline.lib.models.base_models import load_tokenizer
 
     tok = load_tokenizer(Path(a.model_dir))
     texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in _records(a.train_file)]
@@ -150,7 +150,7 @@ def run_seed(a, meter) -> dict:
 
 def run_ours(a, meter) -> dict:
     from finetune_pipeline.lib.config import TrainConfig
-    from finetune_pipeline.lib.train import TrainSpec, train_model
+    from finetune_pipeline.lib.training.engine import TrainSpec, train_model
     import dataclasses
 
     tc = dataclasses.asdict(TrainConfig())
@@ -176,8 +176,8 @@ def run_trl(a, meter, packed: bool = False) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from finetune_pipeline.lib.base_models import load_model, load_tokenizer
-    from finetune_pipeline.lib.collate import tokenize_records
+    from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
+    from finetune_pipeline.lib.training.collate import tokenize_records
 
     tok = load_tokenizer(Path(a.model_dir))
     rows = tokenize_records(tok, _records(a.train_file))  # the same ids and assistant-only labels as ours

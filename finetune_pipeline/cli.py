@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from finetune_pipeline.lib import storage
-from finetune_pipeline.lib.artifacts import read_lineage
+from finetune_pipeline.lib import stores as storage
+from finetune_pipeline.lib.storage.artifacts import read_lineage
 from finetune_pipeline.lib.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
-from finetune_pipeline.lib.lineage import format_lineage, version_lineage
+from finetune_pipeline.lib.versions.lineage import format_lineage, version_lineage
 
 
 # The console shows INFO and up (progress, cache hits, failures); the full
@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from finetune_pipeline.definitions import build_definitions
-    from finetune_pipeline.lib.demo_summary import print_summary
+    from finetune_pipeline.demo_summary import print_summary
 
     defs = build_definitions(cfg)
 
@@ -159,10 +159,10 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     """Counts per file and per reason; exit 1 only when an input cannot be read at all."""
     config_path = args.config or os.environ.get("FINETUNE_PIPELINE_CONFIG")
     cfg = load_config(config_path)
-    from finetune_pipeline.lib.base_models import load_tokenizer, resolve_base_model
-    from finetune_pipeline.lib.check_data import check_data, format_report
+    from finetune_pipeline.lib.models.base_models import load_tokenizer, resolve_base_model
+    from finetune_pipeline.lib.data.check_data import check_data, format_report
     from finetune_pipeline.lib.config import DEFAULT_CONFIG
-    from finetune_pipeline.lib.collate import count_tokens
+    from finetune_pipeline.lib.training.collate import count_tokens
 
     # Token lengths are measured as training_dataset measures them: the base model's tokenizer.
     tokenizer = load_tokenizer(resolve_base_model(cfg.model.base_model, cfg.model_cache_dir).path)

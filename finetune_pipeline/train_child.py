@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from finetune_pipeline.lib.train import TrainSpec, rank, train_model
+from finetune_pipeline.lib.training.engine import TrainSpec, rank, train_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = TrainSpec.load(argv[0])  # a file, or the spec's JSON itself
     if spec.remote:  # on a pod that shares no folder with the run: inputs come from the bucket
-        from finetune_pipeline.lib.detached_training import prepare
+        from finetune_pipeline.lib.training.detached import prepare
 
         spec = prepare(spec)
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(spec: TrainSpec, report) -> dict:
     callbacks = []
     if spec.remote:  # a retried pod may land anywhere: checkpoints go to the bucket
-        from finetune_pipeline.lib.detached_training import checkpoint_upload
+        from finetune_pipeline.lib.training.detached import checkpoint_upload
 
         callbacks.append(checkpoint_upload(spec, report))
     return train_model(spec, report=report, callbacks=callbacks)
@@ -54,7 +54,7 @@ def _train(spec: TrainSpec, report) -> dict:
 def _finish(spec: TrainSpec, result: dict) -> dict:
     """Rank 0, after training: hand a detached pod's output back through the bucket."""
     if spec.remote:
-        from finetune_pipeline.lib.detached_training import upload_result
+        from finetune_pipeline.lib.training.detached import upload_result
 
         result = {**result, "uploaded_files": upload_result(spec)}
     return result

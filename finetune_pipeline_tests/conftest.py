@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune_pipeline.lib.base_models import load_model, load_tokenizer, resolve_base_model
+from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer, resolve_base_model
 from finetune_pipeline.lib.config import PROJECT_ROOT, load_config
 
 MODEL_CACHE = PROJECT_ROOT / "data" / "model_cache"

@@ -5,11 +5,11 @@ import json
 import pytest
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.classification import (INVALID, allowed_outputs, classification_metrics, confusion_counts,
+from finetune_pipeline.lib.evaluation.classification import (INVALID, allowed_outputs, classification_metrics, confusion_counts,
                                                    load_labels)
 from finetune_pipeline.lib.config import PROJECT_ROOT, load_config
-from finetune_pipeline.lib.constrained import eos_token_id, generate_constrained, output_token_ids
-from finetune_pipeline.lib.collate import tokenize_chat
+from finetune_pipeline.lib.evaluation.constrained import eos_token_id, generate_constrained, output_token_ids
+from finetune_pipeline.lib.training.collate import tokenize_chat
 from finetune_pipeline_tests.conftest import write_config, write_jsonl
 
 BANKING77_LABELS = PROJECT_ROOT / "data" / "banking77" / "categories.json"
@@ -118,7 +118,7 @@ def test_constrained_reuses_free_answers_that_are_already_labels(tiny_lm):
 
 
 def test_free_generation_hands_back_its_token_ids(tiny_lm):
-    from finetune_pipeline.lib.generate import generate_batched
+    from finetune_pipeline.lib.evaluation.generate import generate_batched
 
     model, tokenizer = tiny_lm
     ids: list = []

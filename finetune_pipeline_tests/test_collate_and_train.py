@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.collate import IGNORE_INDEX, make_collator, tokenize_chat
-from finetune_pipeline.lib.train import require_cuda_for
+from finetune_pipeline.lib.training.collate import IGNORE_INDEX, make_collator, tokenize_chat
+from finetune_pipeline.lib.training.engine import require_cuda_for
 
 MESSAGES = [
     {"role": "system", "content": "Classify."},

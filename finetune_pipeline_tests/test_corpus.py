@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.cleaning import SPLITS, inputs_shared_between_splits, read_split
+from finetune_pipeline.lib.data.cleaning import SPLITS, inputs_shared_between_splits, read_split
 from finetune_pipeline.lib.config import load_config
-from finetune_pipeline.lib.raw_files import RawDataError
+from finetune_pipeline.lib.data.raw_files import RawDataError
 from finetune_pipeline_tests.audit import OpenedFiles
 from finetune_pipeline_tests.conftest import write_config
 from finetune_pipeline_tests.corpus import make_corpus

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from finetune_pipeline.lib.artifacts import LINEAGE_FILE, TMP_PATTERN, ArtifactStore, hash_file, host_id, read_lineage
+from finetune_pipeline.lib.storage.artifacts import LINEAGE_FILE, TMP_PATTERN, ArtifactStore, hash_file, host_id, read_lineage
 from finetune_pipeline.lib.config import PROJECT_ROOT, load_config
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 

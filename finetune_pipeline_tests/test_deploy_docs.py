@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, _merge, load_config
-from finetune_pipeline.lib.training_pod import pod_run_args
+from finetune_pipeline.lib.training.pod import pod_run_args
 
 DOC = PROJECT_ROOT / "docs" / "kubernetes.md"
 

@@ -11,11 +11,11 @@ import pytest
 import respx
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import config_from_dict
-from finetune_pipeline.lib.eval_backends import (BackendError, OpenAICompatibleBackend, TransformersBackend,
+from finetune_pipeline.lib.evaluation.backends import (BackendError, OpenAICompatibleBackend, TransformersBackend,
                                                  VllmBackend, backend_for)
-from finetune_pipeline.lib.versions import Registry
+from finetune_pipeline.lib.versions.registry import Registry
 from finetune_pipeline_tests.conftest import SYSTEM, write_jsonl
 
 # openai>=3 sends through httpx2/httpcore2, which respx reaches with pytest-httpx2's mocker (dev extra);

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from finetune_pipeline.lib.generate import generate_batched, strip_assistant
+from finetune_pipeline.lib.evaluation.generate import generate_batched, strip_assistant
 
 # `tiny_lm` (a seeded random Llama with SmolLM2's tokenizer) comes from conftest.py.
 

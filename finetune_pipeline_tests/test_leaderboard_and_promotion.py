@@ -13,13 +13,13 @@ import httpx
 import pytest
 import respx
 
-from finetune_pipeline.lib import leaderboard as lb
+from finetune_pipeline.lib.versions import leaderboard as lb
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import config_from_dict
-from finetune_pipeline.lib.leaderboard_charts import NO_VALUE, confusion_matrix
-from finetune_pipeline.lib.promotion import PromotionStore, decide
-from finetune_pipeline.lib.versions import Registry
+from finetune_pipeline.lib.evaluation.charts import NO_VALUE, confusion_matrix
+from finetune_pipeline.lib.versions.promotion import PromotionStore, decide
+from finetune_pipeline.lib.versions.registry import Registry
 from finetune_pipeline_tests.conftest import SYSTEM, write_jsonl
 from finetune_pipeline_tests.test_eval_backends import MOCKER, _completion
 

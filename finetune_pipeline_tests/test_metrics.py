@@ -1,6 +1,6 @@
 import pytest
 
-from finetune_pipeline.lib.metrics import (
+from finetune_pipeline.lib.evaluation.metrics import (
     aggregate,
     expected_fields,
     markdown_table,

@@ -21,11 +21,11 @@ import pytest
 import yaml
 
 from finetune_pipeline import cli
-from finetune_pipeline.lib.artifacts import ArtifactStore
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.config import ConfigError, load_config
-from finetune_pipeline.lib.object_store import RemoteArtifactError, remote_for
-from finetune_pipeline.lib.promotion import PromotionStore
-from finetune_pipeline.lib.versions import Registry
+from finetune_pipeline.lib.storage.object_store import RemoteArtifactError, remote_for
+from finetune_pipeline.lib.versions.promotion import PromotionStore
+from finetune_pipeline.lib.versions.registry import Registry
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 from finetune_pipeline_tests.local_servers import free_port, start_group, stop_group, wait_until
 
@@ -153,8 +153,8 @@ def test_two_machines_writing_the_same_key_keep_one_complete_artifact(s3, tmp_pa
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from finetune_pipeline.lib.artifacts import ArtifactStore
-from finetune_pipeline.lib.object_store import remote_for
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore
+from finetune_pipeline.lib.storage.object_store import remote_for
 url, mirror, endpoint = sys.argv[1:4]
 store = ArtifactStore(Path(mirror), remote_for(url, Path(mirror), {"endpoint_url": endpoint}))
 with store.write("big", "k", inputs=[], config={}, code_version="1") as out:
@@ -204,7 +204,7 @@ def test_versions_and_champion_live_in_the_bucket(s3, tmp_path):
     with pytest.raises(KeyError, match="not registered"):
         reg_b.get("lora-zzz")
 
-    from finetune_pipeline.lib.promotion import Decision
+    from finetune_pipeline.lib.versions.promotion import Decision
 
     PromotionStore(a.root, a.remote).record(
         Decision(champion="lora-abc", previous=None, promoted=True, primary_metric="exact_match", margin=0.0,
@@ -319,8 +319,8 @@ def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket
     into its own mirror and uploads the adapter; the run publishes it. The "pod" here is the very command
     PipesK8sClient would start, run as a process whose mirror is another folder."""
     from finetune_pipeline.lib import stages
-    from finetune_pipeline.lib.detached_training import MIRROR_ENV
-    from finetune_pipeline.lib.training_pod import pod_run_args
+    from finetune_pipeline.lib.training.detached import MIRROR_ENV
+    from finetune_pipeline.lib.training.pod import pod_run_args
 
     endpoint, bucket = s3
     url = f"s3://{bucket}/pod-{uuid.uuid4().hex[:6]}"
@@ -377,8 +377,8 @@ def test_a_killed_training_pod_is_resumed_by_a_pod_on_another_node_from_the_buck
     """The first pod is SIGKILLed once a checkpoint is in the bucket; the retry runs on a pod with an empty
     disk, downloads that checkpoint and finishes the same 8 steps."""
     from finetune_pipeline.lib import stages
-    from finetune_pipeline.lib.detached_training import MIRROR_ENV
-    from finetune_pipeline.lib.training_pod import pod_run_args
+    from finetune_pipeline.lib.training.detached import MIRROR_ENV
+    from finetune_pipeline.lib.training.pod import pod_run_args
 
     endpoint, bucket = s3
     url = f"s3://{bucket}/resume-{uuid.uuid4().hex[:6]}"

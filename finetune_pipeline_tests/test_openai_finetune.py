@@ -26,12 +26,12 @@ from finetune_pipeline.definitions import defs
 from finetune_pipeline.defs.openai_training import OpenAIClientResource, openai_fine_tuned_model
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import load_config
-from finetune_pipeline.lib.costs import openai_training_cost
-from finetune_pipeline.lib.openai_finetune import LEDGER, fine_tune
-from finetune_pipeline.lib.openai_format import FormatError
-from finetune_pipeline.lib.versions import Registry
+from finetune_pipeline.lib.versions.costs import openai_training_cost
+from finetune_pipeline.lib.training.openai.fine_tune import LEDGER, fine_tune
+from finetune_pipeline.lib.training.openai.format_check import FormatError
+from finetune_pipeline.lib.versions.registry import Registry
 from finetune_pipeline_tests.conftest import seed_row, write_config, write_jsonl
 
 # openai>=3 sends through httpx2/httpcore2, which respx reaches with pytest-httpx2's mocker (dev extra);

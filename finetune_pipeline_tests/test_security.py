@@ -20,11 +20,11 @@ import dagster as dg
 import pytest
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.artifacts import ArtifactStore, SecretLeakError
-from finetune_pipeline.lib.base_models import BaseModel, ModelLoadError, load_model, resolve_base_model
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore, SecretLeakError
+from finetune_pipeline.lib.models.base_models import BaseModel, ModelLoadError, load_model, resolve_base_model
 from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, load_config
-from finetune_pipeline.lib.raw_files import RawDataError, read_raw_file
-from finetune_pipeline.lib.versions import Registry, VersionKeyError, base_key
+from finetune_pipeline.lib.data.raw_files import RawDataError, read_raw_file
+from finetune_pipeline.lib.versions.registry import Registry, VersionKeyError, base_key
 from finetune_pipeline_tests.audit import OpenedFiles
 from finetune_pipeline_tests.conftest import MODEL_CACHE, write_config, write_jsonl, seed_row
 

@@ -5,11 +5,11 @@ from collections import Counter
 
 import pytest
 
-from finetune_pipeline.lib.cleaning import clean, normalise_text, write_dataset
+from finetune_pipeline.lib.data.cleaning import clean, normalise_text, write_dataset
 from finetune_pipeline.lib.config import ColumnMapping, ConfigError, DataConfig, SplitConfig, load_config
 from finetune_pipeline.lib.config import PROJECT_ROOT
-from finetune_pipeline.lib.raw_files import read_raw_folder
-from finetune_pipeline.lib.splits import UNUSED
+from finetune_pipeline.lib.data.raw_files import read_raw_folder
+from finetune_pipeline.lib.data.splits import UNUSED
 from finetune_pipeline_tests.conftest import write_config
 
 BANKING77_RAW = PROJECT_ROOT / "data" / "banking77" / "raw"
@@ -96,7 +96,7 @@ def test_a_test_file_that_is_not_a_raw_file_is_named(banking_rows):
 
 
 def test_k_shot_needs_the_class_in_the_output(tmp_path):
-    from finetune_pipeline.lib.raw_files import RawRow
+    from finetune_pipeline.lib.data.raw_files import RawRow
 
     rows = [RawRow(file="a.jsonl", row=i + 1, data={"text": f"message number {i}", "intent": "x"})
             for i in range(20)]

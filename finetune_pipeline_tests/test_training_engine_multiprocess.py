@@ -9,7 +9,7 @@ import torch
 
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import load_config
-from finetune_pipeline.lib.train import ORDER_FILE, child_command
+from finetune_pipeline.lib.training.engine import ORDER_FILE, child_command
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 
 TRAIN = {"num_processes": 2, "max_steps": 3, "batch_size": 2, "eval_steps": 3, "logging_steps": 1,

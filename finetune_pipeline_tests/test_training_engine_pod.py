@@ -13,8 +13,8 @@ import inspect
 import pytest
 
 from finetune_pipeline.lib.config import load_config
-from finetune_pipeline.lib.train import child_command
-from finetune_pipeline.lib.training_pod import pod_run_args
+from finetune_pipeline.lib.training.engine import child_command
+from finetune_pipeline.lib.training.pod import pod_run_args
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 
 POD = {"image": "registry.example.com/finetune-pipeline:2026-11-30", "volume_claim": "finetune-shared",
@@ -53,7 +53,7 @@ def test_pod_settings_that_cannot_work_are_refused_with_the_field_named(tmp_path
 
 def test_where_training_runs_is_not_part_of_the_adapter_key(tmp_path):
     from finetune_pipeline.lib import stages
-    from finetune_pipeline.lib.artifacts import ArtifactRef
+    from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
     # Refs stand in for base model and dataset: only their keys enter the recipe.
     base = ArtifactRef("base_model", "b" * 16, str(tmp_path / "base"), info={"model_dir": str(tmp_path / "base")})

@@ -6,7 +6,7 @@ import time
 
 from transformers import TrainerState
 
-from finetune_pipeline.lib.engine_trainer import ProgressCallback
+from finetune_pipeline.lib.training.trainer import ProgressCallback
 
 
 def _state(step: int, tokens: int) -> TrainerState:

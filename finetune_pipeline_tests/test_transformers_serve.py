@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from finetune_pipeline.lib import serving, stages
+from finetune_pipeline.lib.versions import serving
+
+from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import ServingConfig, load_config
-from finetune_pipeline.lib.eval_backends import BackendError
-from finetune_pipeline.lib.evaluate import read_predictions
-from finetune_pipeline.lib.versions import Registry
+from finetune_pipeline.lib.evaluation.backends import BackendError
+from finetune_pipeline.lib.evaluation.scoring import read_predictions
+from finetune_pipeline.lib.versions.registry import Registry
 
 STARTUP_TIMEOUT_S = 120
 

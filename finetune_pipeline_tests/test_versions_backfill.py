@@ -29,7 +29,7 @@ from finetune_pipeline import cli
 from finetune_pipeline.definitions import defs
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib.config import PROJECT_ROOT
-from finetune_pipeline.lib.promotion import PromotionStore
+from finetune_pipeline.lib.versions.promotion import PromotionStore
 from finetune_pipeline_tests.conftest import seed_row, write_jsonl
 
 # Runs submitted by the backfill start at once and execute synchronously in this process.

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from finetune_pipeline import cli
-from finetune_pipeline.lib.artifacts import ArtifactStore, read_lineage
-from finetune_pipeline.lib.versions import Registry, VersionKeyError
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore, read_lineage
+from finetune_pipeline.lib.versions.registry import Registry, VersionKeyError
 from finetune_pipeline_tests.conftest import write_config
 
 FT_MODEL = "ft:gpt-4o-mini-2024-07-18:acme:finetune-pipeline:B2x9Kq1L"

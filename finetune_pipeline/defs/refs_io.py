@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 from upath import UPath
 
-from finetune_pipeline.lib.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 REFS_PREFIX = "_dagster_refs"  # under the artifacts URL; asset folders never start with "_"
 

@@ -10,7 +10,7 @@ follow through the `evaluate_new_versions` automation sensor.
 import dagster as dg
 
 from finetune_pipeline.defs.settings import PipelineSettings
-from finetune_pipeline.lib import retraining
+from finetune_pipeline.lib.versions import retraining
 from finetune_pipeline.lib.config import PipelineConfig
 
 TRAIN_JOB = "train_and_merge"

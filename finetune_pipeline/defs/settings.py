@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from finetune_pipeline.lib.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import DEFAULT_CONFIG, PROJECT_ROOT, PipelineConfig, load_config
 
 CONFIG_ENV = "FINETUNE_PIPELINE_CONFIG"

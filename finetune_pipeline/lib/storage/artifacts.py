@@ -1,0 +1,348 @@
+"""Content-addressed, atomically written artifact folders with lineage.
+
+Each artifact lives in `<root>/<asset>/<key>/`. The key is a hash of everything
+that made the artifact (input hashes, config, code version): that is known
+*before* the expensive work, so an unchanged recipe is a cache hit instead of a
+retrain, and it is stable across machines even where training is not bitwise
+reproducible. The payload's own file hashes are recorded in `lineage.json`.
+
+A folder is written under a temporary sibling name and renamed when complete;
+`lineage.json` is the last file written, so a folder without it never
+exists under a final name and a killed run leaves nothing that looks finished.
+Files are fsynced before the rename, so a power cut cannot leave a final
+folder with empty files either.
+
+Stale temporary folders (a run killed mid-write) are never read: `find` only
+looks at final names. They are removed by the next write into the same asset
+folder when their name says they belong to this machine and their process is
+gone; a temporary folder of a live process, or of another machine sharing the
+storage, is left alone. Two runs writing the same key both finish: the first
+rename wins, the second sees a finished artifact and drops its own copy (same
+recipe, so the same content up to non-determinism).
+
+With artifacts on object storage (`remote`), the root is this machine's mirror
+of a bucket: a finished folder is uploaded before its local rename, and one the
+mirror lacks is pulled from the bucket (see object_store.py).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import re
+import socket
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from finetune_pipeline.lib.config import PROJECT_ROOT, stable_json
+
+if TYPE_CHECKING:
+    from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
+
+LINEAGE_FILE = "lineage.json"
+KEY_LENGTH = 16  # hex characters: 64 bits, plenty for one project's artifacts
+# .tmp-<key>-<host id>-<pid>-<random>: who is writing, so stale ones can be told from live ones.
+TMP_PATTERN = re.compile(r"^\.tmp-(?P<key>.+)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+# Environment variables that hold secrets, by name: *PASSWORD*, *SECRET*, *_KEY, *_TOKEN, *_CREDENTIALS...
+SECRET_ENV_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|(^|_)(API_?KEY|KEY|TOKEN|CREDENTIALS?)($|_)")
+
+
+class SecretLeakError(ValueError):
+    """An artifact's lineage would contain a secret's value; it is not written."""
+
+
+def secret_env_values() -> dict[str, str]:
+    """name -> value of the secret-looking environment variables (values shorter than 8 are not secrets).
+
+    Variables that name where a secret is (HF_TOKEN_PATH, *_FILE, *_DIR) hold paths, not secrets.
+    """
+    return {k: v for k, v in os.environ.items()
+            if SECRET_ENV_NAME.search(k.upper()) and not re.search(r"_(PATH|FILE|DIR)$", k.upper()) and len(v) >= 8}
+
+
+def refuse_secrets(what: str, value: Any) -> None:
+    """Raise if the JSON of `value` contains the value of a secret environment variable (naming the variable only)."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    for name, secret in secret_env_values().items():
+        if secret in text or json.dumps(secret)[1:-1] in text:
+            raise SecretLeakError(f"{what} would contain the value of ${name}; refusing to write it "
+                                  "(secrets stay in the environment, never in config, lineage or metadata)")
+
+
+def host_id() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    try:  # a killed process not yet reaped by its parent is a zombie: gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def remove_stale_tmp(folder: Path) -> list[Path]:
+    """Remove temporary artifact folders in `folder` left by dead processes of this machine."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    me = host_id()
+    for p in folder.iterdir():
+        m = TMP_PATTERN.match(p.name)
+        if m and m["host"] == me and int(m["pid"]) != os.getpid() and _process_gone(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_files(paths: list[Path], base: Path) -> str:
+    """One hash over several files, covering their relative names too."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(str(p.relative_to(base)).encode() + b"\0" + hash_file(p).encode() + b"\0")
+    return h.hexdigest()
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    return hash_text(stable_json(recipe))[:KEY_LENGTH]
+
+
+def git_commit() -> str | None:
+    """The code's git commit, recorded for information (never part of a key)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5,
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass
+class ArtifactRef:
+    """What assets pass to each other: a path and hashes, never tensors."""
+
+    asset: str
+    key: str
+    path: str
+    cache_hit: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    # With artifacts on object storage: RemoteArtifacts.describe(), so any process can pull this artifact.
+    remote: dict[str, Any] | None = None
+
+    @property
+    def dir(self) -> Path:
+        """The artifact's local folder; with artifacts on object storage it is pulled on first use."""
+        self.ensure_local()
+        return Path(self.path)
+
+    def _remote(self) -> "RemoteArtifacts":
+        from finetune_pipeline.lib.storage.object_store import remote_for
+
+        return remote_for(self.remote["url"], Path(self.remote["mirror"]), self.remote.get("options"))
+
+    def ensure_local(self) -> "ArtifactRef":
+        """Pull the artifact into the local mirror if it is not there (a fresh pod); returns self."""
+        if self.remote and not (Path(self.path) / LINEAGE_FILE).is_file():
+            if self._remote().pull(self.asset, self.key) is None:
+                raise FileNotFoundError(f"artifact {self.asset}/{self.key} is neither in {self.path} "
+                                        f"nor in {self.remote['url']}")
+        return self
+
+    def lineage(self) -> dict[str, Any]:
+        """Read without pulling the payload."""
+        if self.remote:
+            self._remote()  # makes the bucket known to read_lineage in this process
+        return read_lineage(Path(self.path))
+
+    def as_input(self) -> dict[str, str]:
+        return {"asset": self.asset, "key": self.key, "path": self.path}
+
+
+def read_lineage(path: Path) -> dict[str, Any]:
+    """The lineage of the artifact folder `path`; for a bucket's mirror not pulled here, the bucket's copy."""
+    local = Path(path) / LINEAGE_FILE
+    if not local.is_file():
+        from finetune_pipeline.lib.storage.object_store import remote_lineage
+
+        if (data := remote_lineage(Path(path))) is not None:
+            return json.loads(data)
+    return json.loads(local.read_text())
+
+
+def has_lineage(path: Path) -> bool:
+    """Whether `path` is a finished artifact, here or in the bucket it mirrors."""
+    try:
+        read_lineage(path)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+class ArtifactStore:
+    """Artifact folders under `root`; with `remote`, root is a mirror of a bucket that holds the record."""
+
+    def __init__(self, root: Path, remote: "RemoteArtifacts | None" = None):
+        self.root = Path(root).resolve()
+        self.remote = remote
+        if remote is not None and remote.mirror != self.root:
+            raise ValueError(f"the mirror of {remote.url} is {remote.mirror}, not {self.root}")
+
+    def _ref(self, asset: str, key: str, path: Path, cache_hit: bool, info: dict[str, Any]) -> ArtifactRef:
+        return ArtifactRef(asset, key, str(path), cache_hit=cache_hit, info=info,
+                           remote=self.remote.describe() if self.remote else None)
+
+    def dir(self, asset: str, key: str) -> Path:
+        # Asset and key are each one plain folder name (hashes, validated version keys); a name
+        # with a separator or "..", or a symlink on the way, could lead elsewhere: refused.
+        plain = all(n and n not in (".", "..") and not re.search(r"[/\\\0]", n) for n in (asset, key))
+        d = (self.root / asset / key).resolve()
+        if not plain or d.parent.parent != self.root:
+            raise ValueError(f"artifact path {asset!r}/{key!r} escapes the artifacts root {self.root}: "
+                             "asset and key must each be one plain folder name inside it")
+        return d
+
+    def find(self, asset: str, key: str) -> ArtifactRef | None:
+        """The finished artifact for this recipe key, or None.
+
+        From a bucket, only lineage.json is read here; the files are pulled when the ref's `dir` is
+        first used, so a run whose steps are all cache hits downloads no weights.
+        """
+        d = self.dir(asset, key)
+        if (d / LINEAGE_FILE).is_file():
+            return self._ref(asset, key, d, True, read_lineage(d).get("info", {}))
+        if self.remote is not None and (data := self.remote.lineage_bytes(asset, key)) is not None:
+            return self._ref(asset, key, d, True, json.loads(data).get("info", {}))
+        return None
+
+    @contextmanager
+    def write(
+        self,
+        asset: str,
+        key: str,
+        *,
+        inputs: list[dict[str, str]],
+        config: dict[str, Any],
+        code_version: str,
+        run_id: str | None = None,
+    ) -> Iterator["PendingArtifact"]:
+        """Yield a temporary folder; on success add lineage.json and rename it into place."""
+        final = self.dir(asset, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(final.parent)
+        tmp = final.parent / f".tmp-{key}-{host_id()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        pending = PendingArtifact(Path(tmp))
+        try:
+            yield pending
+            outputs = {
+                str(p.relative_to(tmp)): hash_file(p)
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file()
+            }
+            lineage = {
+                "asset": asset,
+                "key": key,
+                "inputs": inputs,
+                "config": config,
+                "code_version": code_version,
+                "git_commit": git_commit(),
+                "dagster_run_id": run_id,
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "outputs": outputs,
+                "info": pending.info,
+            }
+            # lineage.json and its `info` (the asset's Dagster metadata) are read by everyone.
+            refuse_secrets(f"lineage of {asset}/{key}", lineage)
+            _write_json(tmp / LINEAGE_FILE, lineage)
+            _fsync_tree(tmp)
+            if self.remote is not None and self.remote.exists(asset, key):
+                # Another machine published this recipe first: keep the bucket's, as for a lost rename.
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.remote.pull(asset, key)
+                pending.info = read_lineage(final).get("info", {})
+                pending.lost_race = True
+                pending.ref = self._ref(asset, key, final, False, pending.info)
+                return
+            if self.remote is not None:
+                self.remote.push(tmp, asset, key)  # before the local rename: the mirror is never ahead of the bucket
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                # Another run finished the same recipe first: same key, same
+                # inputs, so its artifact is as good as ours. Keep theirs, and
+                # describe theirs, so what we report matches what is on disk.
+                if not (final / LINEAGE_FILE).is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                pending.info = read_lineage(final).get("info", {})
+                pending.lost_race = True
+            _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        pending.ref = self._ref(asset, key, final, False, pending.info)
+
+
+@dataclass
+class PendingArtifact:
+    """A folder being written; `info` lands in lineage.json (counts, metrics)."""
+
+    dir: Path
+    info: dict[str, Any] = field(default_factory=dict)
+    ref: ArtifactRef | None = None
+    lost_race: bool = False  # another run renamed the same key into place first
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under root to disk before it gets its final name."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+write_json = _write_json

@@ -1,0 +1,424 @@
+"""LoRA, QLoRA and full fine-tuning with the Hugging Face Trainer, top to bottom.
+
+Runs in a child process (see `finetune_pipeline.train_child`): GPU memory is
+freed when it exits and a crash cannot take the orchestrator down. The same
+entry point runs as one process or as N under `torchrun`/`accelerate launch`
+(the Trainer reads RANK/WORLD_SIZE). It needs no Dagster: `report` is any
+callable that takes a line of progress.
+
+What the engine adds to a plain Trainer, in the order `train_model` runs:
+1. an optional mix of general instruction examples (forgetting guard);
+2. padding-free batches, checked exact on this model and backend, else
+   length-grouped dynamic padding (see `packing.py`);
+3. the LM head only on positions that carry loss (`logits_to_keep`);
+4. eval every N steps, early stopping, the best checkpoint loaded at the end;
+5. checkpoints every N steps in a work dir that outlives the process, and a
+   resume from the last *complete* one (half-written ones are removed);
+6. a log of which examples each rank trained on at each step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
+from finetune_pipeline.lib.data.cleaning import read_split
+from finetune_pipeline.lib.training.collate import tokenize_chat, tokenize_records
+from finetune_pipeline.lib.training.packing import EXAMPLE_ID, choose_batching, label_only_loss
+
+Report = Callable[[str], None]
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+SEEN_LOG = "examples_seen.rank{rank}.jsonl"  # in the work dir, one line per micro-batch
+ORDER_FILE = "examples_seen.jsonl"  # in the artifact: the final, de-duplicated training order
+
+
+@dataclass
+class TrainSpec:
+    base_model_dir: str
+    train_file: str
+    val_file: str
+    output_dir: str  # the adapter (or full model) is saved here, alone
+    work_dir: str  # checkpoints and logs; survives the child so a retry can resume
+    train: dict[str, Any]  # TrainConfig as a dict
+    trust_remote_code: bool = False
+    general_file: str | None = None  # general-instruction JSONL, mixed in at train.general_mix_ratio
+    # Set when the child runs where the run's folders are not (detached_training.py): the bucket, what to pull.
+    remote: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, path_or_json: Path | str) -> "TrainSpec":
+        """From a spec file, or from the spec itself as JSON text (a pod's command line carries it inline)."""
+        text = str(path_or_json)
+        return cls(**json.loads(text if text.lstrip().startswith("{") else Path(text).read_text()))
+
+
+def training_method(tc: dict[str, Any]) -> str:
+    """lora, qlora or full; `quantization: nf4` (the older spelling) means qlora."""
+    method = tc.get("method", "lora")
+    return "qlora" if method == "lora" and tc.get("quantization", "none") == "nf4" else method
+
+
+def require_cuda_for(method: str) -> None:
+    """Fail before any model load: 4-bit bitsandbytes kernels need CUDA."""
+    if method not in ("qlora", "nf4"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "train.method: qlora (4-bit nf4 base weights, bf16 compute, paged AdamW) needs a CUDA GPU and the "
+            "bitsandbytes package (pip install 'finetune_pipeline[gpu]'); this machine has no CUDA device. "
+            "Use train.method: lora (or full) to train on this machine."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError("QLoRA needs bitsandbytes: pip install 'finetune_pipeline[gpu]'") from e
+
+
+def child_command(python: str, spec_path: Path | str, tc: dict[str, Any]) -> list[str]:
+    """The command that runs the training child: one process, or N under torchrun / accelerate launch."""
+    child = ["-m", "finetune_pipeline.train_child", str(spec_path)]
+    n = int(tc.get("num_processes", 1))
+    if n <= 1:
+        return [python, *child]
+    if tc.get("launcher", "torchrun") == "accelerate":
+        if tc.get("runner", "subprocess") == "subprocess":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError("train.launcher: accelerate starts one process per GPU (--multi_gpu) and this "
+                                   "machine has no CUDA device; use train.launcher: torchrun for several CPU processes")
+        return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", *child[1:]]
+    # --standalone: a private rendezvous on a free local port, so runs never collide.
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), *child]
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+# --- checkpoints -------------------------------------------------------------
+
+def _is_complete(ckpt: Path) -> bool:
+    """The Trainer writes weights, optimizer, scheduler and RNG state, then trainer_state.json last."""
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    weights = any((ckpt / f).is_file() for f in ("adapter_model.safetensors", "model.safetensors",
+                                                 "model.safetensors.index.json"))
+    step = int(CHECKPOINT.match(ckpt.name).group(1))
+    return (weights and (ckpt / "optimizer.pt").is_file() and (ckpt / "scheduler.pt").is_file()
+            and state.get("global_step") == step)
+
+
+def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
+    return sorted((int(m.group(1)), p) for p in Path(work_dir).glob("checkpoint-*")
+                  if p.is_dir() and (m := CHECKPOINT.match(p.name)))
+
+
+def last_complete_checkpoint(work_dir: Path) -> Path | None:
+    """The newest complete checkpoint-N in `work_dir` (read only: a trainer may be writing there)."""
+    return next((path for _, path in reversed(_checkpoints(work_dir)) if _is_complete(path)), None)
+
+
+def remove_incomplete_checkpoints(work_dir: Path, report: Report) -> None:
+    """Before a resume: checkpoints a killed attempt left half-written are removed, and said."""
+    for _, path in _checkpoints(work_dir):
+        if not _is_complete(path):
+            report(f"ignoring half-written {path.name} (no complete trainer state); removing it")
+            if rank() == 0:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+# --- data --------------------------------------------------------------------
+
+def read_general_examples(path: Path) -> list[dict[str, Any]]:
+    """Chat records from a general-instruction JSONL; a bad row is an error naming file, row and rule."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
+            messages = row.get("messages") if isinstance(row, dict) else None
+            if (not isinstance(messages, list) or not messages
+                    or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                               and m.get("role") in ("system", "user", "assistant") for m in messages)):
+                raise ValueError(f"{path}:{n}: needs a 'messages' list of {{role, content}} turns "
+                                 "(roles system, user, assistant)")
+            if messages[-1]["role"] != "assistant":
+                raise ValueError(f"{path}:{n}: the last turn must be the assistant's answer")
+            records.append({"messages": messages})
+    return records
+
+
+def general_mix(records: list[dict[str, Any]], n_task: int, ratio: float, seed: int) -> list[dict[str, Any]]:
+    """round(ratio * n_task) general examples, drawn without replacement with the run's seed."""
+    n = min(round(ratio * n_task), len(records))
+    return random.Random(seed).sample(records, n)
+
+
+def _rows(tokenizer, records: list[dict[str, Any]], start_id: int = 0) -> list[dict[str, Any]]:
+    return [{**tokenize_chat(tokenizer, r["messages"]), EXAMPLE_ID: start_id + i} for i, r in enumerate(records)]
+
+
+# --- the training run --------------------------------------------------------
+
+def _load_for_training(spec: TrainSpec, method: str, gradient_checkpointing: bool):
+    import torch
+
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        model = load_model(Path(spec.base_model_dir), trust_remote_code=spec.trust_remote_code,
+                           quantization_config=bnb, dtype=torch.bfloat16,
+                           device_map={"": int(os.environ.get("LOCAL_RANK", "0"))})
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    return load_model(Path(spec.base_model_dir), trust_remote_code=spec.trust_remote_code)
+
+
+def _with_adapter(model, method: str, tc: dict[str, Any]):
+    if method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = tc["lora"]
+    return get_peft_model(model, LoraConfig(
+        r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"], task_type="CAUSAL_LM",
+    ))
+
+
+def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None = None) -> dict[str, Any]:
+    """Train as `spec` says; `callbacks` are extra TrainerCallbacks (the benchmark's meter)."""
+    tc = spec.train
+    method = training_method(tc)
+    require_cuda_for(method)
+
+    import torch
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from finetune_pipeline.lib.training.trainer import CheckpointReport, EngineTrainer, ProgressCallback
+
+    work_dir = Path(spec.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(tc["seed"])
+    tokenizer = load_tokenizer(Path(spec.base_model_dir))
+    task_records = read_split(Path(spec.train_file))
+    if not task_records:
+        raise ValueError(f"{spec.train_file}: no training examples")
+    train_rows = _rows(tokenizer, task_records)
+    general = []
+    if tc.get("general_mix_ratio", 0) > 0:
+        if not spec.general_file:
+            raise ValueError("train.general_mix_ratio > 0 but no general-instruction file was given")
+        general = general_mix(read_general_examples(Path(spec.general_file)), len(task_records),
+                              tc["general_mix_ratio"], tc["seed"])
+        train_rows += _rows(tokenizer, general, start_id=len(train_rows))
+    val_rows = tokenize_records(tokenizer, read_split(Path(spec.val_file)))
+
+    model = _load_for_training(spec, method, tc.get("gradient_checkpointing", False))
+    # A KV cache is useless in training, and with one the masking utils would
+    # not build the per-example (block-diagonal) mask of a packed row.
+    model.config.use_cache = False
+    model = _with_adapter(model, method, tc)
+    trainable, total = model.get_nb_trainable_parameters() if method != "full" else (
+        sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
+    label = {"lora": f"LoRA r={tc['lora']['r']}", "qlora": f"QLoRA (nf4) r={tc['lora']['r']}", "full": "full"}[method]
+    report(f"{label}: {trainable:,} trainable of {total:,} parameters; {len(task_records)} train"
+           f"{f' + {len(general)} general' if general else ''} / {len(val_rows)} val examples")
+
+    packing, collator = choose_batching(model, tokenizer, train_rows, tc.get("packing", "auto"), report)
+
+    has_val = bool(val_rows)
+    patience = int(tc.get("early_stopping_patience", 0))
+    on_gpu = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=tc["epochs"],
+        max_steps=tc["max_steps"],
+        per_device_train_batch_size=tc["batch_size"],
+        per_device_eval_batch_size=tc["batch_size"],
+        gradient_accumulation_steps=tc["gradient_accumulation_steps"],
+        learning_rate=tc["learning_rate"],
+        warmup_steps=float(tc["warmup_ratio"]),  # a float in [0, 1) is a ratio of total steps
+        lr_scheduler_type="cosine",
+        optim="paged_adamw_32bit" if method == "qlora" else "adamw_torch",
+        logging_steps=tc["logging_steps"],
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=tc["eval_steps"],
+        prediction_loss_only=True,
+        save_strategy="steps",
+        save_steps=tc.get("save_steps") or tc["eval_steps"],
+        save_total_limit=tc.get("save_total_limit", 2),
+        load_best_model_at_end=has_val,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        # Early stopping's patience counter is resumed with the checkpoint.
+        restore_callback_states_from_checkpoint=True,
+        torch_compile=tc.get("torch_compile", False),
+        report_to=[],
+        seed=tc["seed"],
+        data_seed=tc["seed"],
+        use_cpu=not on_gpu,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        ddp_backend=None if on_gpu or world == 1 else "gloo",
+        ddp_find_unused_parameters=False if world > 1 else None,
+        # Padded batches waste least when their rows have similar lengths;
+        # padding-free batches have nothing to waste, so they stay random.
+        train_sampling_strategy="group_by_length" if packing == "grouped_padding" else "random",
+        # A padding-free row has no padding to leave out (and no attention mask to find it by).
+        include_num_input_tokens_seen="all" if packing == "padding_free" else "non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        **_checkpointing_args(tc.get("gradient_checkpointing", False)),
+    )
+    remove_incomplete_checkpoints(work_dir, report)
+    resume = last_complete_checkpoint(work_dir)
+    resumed_from = int(CHECKPOINT.match(resume.name).group(1)) if resume else 0
+    if resume:
+        report(f"resuming from {resume.name} (step {resumed_from}) in {work_dir}")
+
+    report = _serialized(report)  # the progress heartbeat thread reports too
+    progress = ProgressCallback(report)
+    callbacks = [progress, CheckpointReport(report), *(callbacks or [])]
+    if has_val and patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    trainer = EngineTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(val_rows) if has_val else None,
+        data_collator=collator, compute_loss_func=label_only_loss, callbacks=callbacks,
+    )
+    trainer.seen_log = work_dir / SEEN_LOG.format(rank=trainer.args.process_index)
+    trainer.start_step = resumed_from
+    # Progress goes through `report` (the Dagster log); don't also print raw log dicts.
+    trainer.remove_callback(PrinterCallback)
+    started = time.time()
+    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.time() - started
+
+    state = trainer.state
+    if has_val and state.best_metric is not None:
+        eval_loss = state.best_metric  # the checkpoint loaded at the end
+    else:
+        eval_loss = trainer.evaluate()["eval_loss"] if has_val else None
+    tokens_this_attempt = int(state.num_input_tokens_seen) - progress.tokens_at_start
+    stopped_early = state.global_step < state.max_steps
+
+    if trainer.is_world_process_zero():
+        _save(trainer.model, method, spec, tokenizer)
+        _write_order(work_dir, Path(spec.output_dir), trainer.args.world_size)
+    curve = _curve(state.log_history)
+    result = {
+        "method": method,
+        "packing": packing,
+        "train_loss": round(float(out.training_loss), 4),
+        "final_loss": next((p["loss"] for p in reversed(curve) if "loss" in p), None),
+        "eval_loss": round(float(eval_loss), 4) if eval_loss is not None else None,
+        "best_step": _step_of(state.best_model_checkpoint),
+        "stopped_early": stopped_early,
+        "steps": int(state.global_step),
+        "max_steps": int(state.max_steps),
+        "resumed_from_step": resumed_from,
+        "epochs": round(float(state.epoch or 0), 3),
+        "train_examples": len(task_records),
+        "general_examples": len(general),
+        "num_processes": trainer.args.world_size,
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "train_seconds": round(seconds, 1),
+        # Non-pad tokens per second of this attempt, all ranks together.
+        "tokens_per_second": round(tokens_this_attempt / seconds, 1) if seconds else None,
+        "padding_fraction": trainer.padding_fraction(),
+        "loss_curve": curve,
+        "trainable_parameters": trainable,
+    }
+    report(f"done: {result['steps']}/{result['max_steps']} steps in {seconds:.0f}s"
+           f"{' (stopped early)' if stopped_early else ''}, train loss {result['train_loss']}, "
+           f"eval loss {result['eval_loss']} (best step {result['best_step']}), "
+           f"{result['tokens_per_second']} non-pad tokens/s, padding {result['padding_fraction']:.1%}")
+    return result
+
+
+def _serialized(report: Report) -> Report:
+    lock = threading.Lock()
+
+    def locked(line: str) -> None:
+        with lock:
+            report(line)
+    return locked
+
+
+def _checkpointing_args(on: bool) -> dict[str, Any]:
+    """Activation (gradient) checkpointing: recompute activations in backward to save memory."""
+    if not on:
+        return {}
+    from transformers import TrainingArguments
+
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing.
+    name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def _save(model, method: str, spec: TrainSpec, tokenizer) -> None:
+    if method == "full":
+        model.config.use_cache = True  # for whoever generates with it
+        model.save_pretrained(spec.output_dir, safe_serialization=True)
+        tokenizer.save_pretrained(spec.output_dir)
+    else:
+        # The adapter alone: adapter_config.json + adapter_model.safetensors.
+        model.save_pretrained(spec.output_dir, safe_serialization=True)
+
+
+def _write_order(work_dir: Path, output_dir: Path, world_size: int) -> None:
+    """Per rank and step, the example ids trained on; a step redone after a resume keeps its last record."""
+    order: dict[tuple[int, int], list[int]] = {}
+    for r in range(world_size):
+        path = work_dir / SEEN_LOG.format(rank=r)
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                rec = json.loads(line)
+                if rec["micro"] == 0:
+                    order[(r, rec["step"])] = []
+                order.setdefault((r, rec["step"]), []).extend(rec["ids"])
+    with open(output_dir / ORDER_FILE, "w") as f:
+        for (r, step), ids in sorted(order.items()):
+            f.write(json.dumps({"rank": r, "step": step, "ids": ids}) + "\n")
+
+
+def _curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    curve = []
+    for h in log_history:
+        for key in ("loss", "eval_loss"):
+            if key in h:
+                curve.append({"step": h["step"], key: round(float(h[key]), 4)})
+    return curve
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    m = CHECKPOINT.match(Path(checkpoint).name) if checkpoint else None
+    return int(m.group(1)) if m else None
