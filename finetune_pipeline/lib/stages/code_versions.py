@@ -1,0 +1,13 @@
+"""The one table of stage code versions."""
+
+# Bump a stage's code version when its output for the same inputs changes;
+# that (and only that) invalidates the stage's cached artifacts.
+CODE_VERSIONS = {
+    "raw_examples": "2",  # 2: parse errors carry a rule name; per-line UTF-8; csv module
+    "base_model": "1",
+    "training_dataset": "2",  # 2: conflicting labels quarantine the whole group
+    "lora_adapter": "2",  # 2: padding-free engine, checkpoints, methods, general mix
+    "merged_model": "1",
+    "eval_set": "1",
+    "model_eval": "2",  # 2: eval set artifact, backend in the recipe
+}

@@ -1,0 +1,103 @@
+"""The training stage: the LoRA/QLoRA adapter (or full fine-tune), trained in a child process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.stages.code_versions import CODE_VERSIONS
+from finetune_pipeline.lib.stages.common import Log
+from finetune_pipeline.lib.stages.common import store as _store
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef, hash_file, recipe_key
+from finetune_pipeline.lib.training.detached import (
+    collect_result,
+    detach,
+    forget_checkpoints,
+)
+from finetune_pipeline.lib.training.engine import (
+    TrainSpec,
+    child_command,
+    require_cuda_for,
+    training_method,
+)
+
+# Runs the training child for a spec file and returns its result dict.
+Launcher = Callable[[Path], dict[str, Any]]
+
+
+def launch_subprocess(spec_path: Path) -> dict[str, Any]:
+    """Run the training child without Dagster (tests, scripts): one process, or N under torchrun."""
+    command = child_command(sys.executable, spec_path, TrainSpec.load(spec_path).train)
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def training_work_dir(cfg: PipelineConfig, key: str) -> Path:
+    """Checkpoints of the training for recipe `key`: outlives a killed child, so a retry resumes."""
+    return _store(cfg).root / "lora_adapter" / f".work-{key}"
+
+
+def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, launch: Launcher = launch_subprocess,
+                 run_id: str | None = None, log: Log = print) -> ArtifactRef:
+    train_cfg = cfg.section("train")
+    require_cuda_for(training_method(train_cfg))  # before anything is loaded or launched
+    inputs = [base.as_input(), dataset.as_input()]
+    # Where the child runs (subprocess or a k8s pod) does not change what it trains.
+    trained = {k: v for k, v in train_cfg.items() if k not in ("runner", "pod")}
+    recipe = {"base": base.key, "dataset": dataset.key, "train": trained, "code": CODE_VERSIONS["lora_adapter"]}
+    general_file = None
+    if cfg.train.general_mix_ratio > 0:
+        general_file = cfg.path(cfg.train.general_mix_source)
+        if not general_file.is_file():
+            raise FileNotFoundError(f"train.general_mix_source: {general_file} does not exist "
+                                    f"(train.general_mix_ratio is {cfg.train.general_mix_ratio})")
+        general = {"asset": "general instructions", "path": str(general_file), "sha256": hash_file(general_file)}
+        inputs.append(general)
+        recipe["general"] = general["sha256"]  # the file's content, not its name
+    key = recipe_key(recipe)
+    store = _store(cfg)
+    if hit := store.find("lora_adapter", key):
+        log(f"cache hit: base model, dataset and training config unchanged; reusing adapter lora_adapter/{key} "
+            f"(trained in run {hit.lineage().get('dagster_run_id')}), no training needed")
+        return hit
+    work = training_work_dir(cfg, key)
+    work.mkdir(parents=True, exist_ok=True)
+    with store.write("lora_adapter", key, inputs=inputs, config=train_cfg,
+                     code_version=CODE_VERSIONS["lora_adapter"], run_id=run_id) as out:
+        detached = store.remote is not None and cfg.train.runner == "k8s"
+        if not detached:  # the child reads these folders; a detached pod pulls them itself
+            base.ensure_local()
+            dataset.ensure_local()
+        spec = TrainSpec(
+            base_model_dir=base.info["model_dir"],
+            train_file=str(Path(dataset.path) / "train.jsonl"),
+            val_file=str(Path(dataset.path) / "val.jsonl"),
+            output_dir=str(out.dir),
+            work_dir=str(work),
+            train=train_cfg,
+            trust_remote_code=cfg.model.base_model in cfg.model.trust_remote_code_allow,
+            general_file=str(general_file) if general_file else None,
+        )
+        if detached:  # the pod shares no folder with this run: it pulls its inputs, uploads its output
+            spec = detach(spec, store.remote, key, [("base_model", base.key), ("training_dataset", dataset.key)])
+        spec_path = work / "spec.json"
+        spec_path.write_text(json.dumps(spec.__dict__))
+        result = launch(spec_path)
+        if detached:
+            log(f"lora_adapter: {len(collect_result(spec, store.remote, out.dir))} file(s) back from the training pod")
+        weights = "model.safetensors" if training_method(train_cfg) == "full" else "adapter_model.safetensors"
+        if not any(out.dir.glob(weights.replace(".safetensors", "*.safetensors"))):
+            raise RuntimeError(f"training child exited without saving {weights}; checkpoints kept in {work}")
+        out.info.update(result)
+    # Only a finished artifact retires the checkpoints; a failed attempt leaves them for the retry.
+    shutil.rmtree(work, ignore_errors=True)
+    if detached:
+        forget_checkpoints(spec, store.remote)
+    return out.ref
