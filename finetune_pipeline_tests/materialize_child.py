@@ -21,7 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from finetune_pipeline.lib import stages
+from finetune_pipeline.lib.stages import data as stages
 
 
 def interfere(mode: str, signals: Path):

@@ -22,6 +22,7 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.data.cleaning import SPLITS, inputs_shared_between_splits, read_split
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.data.raw_files import RawDataError
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline_tests.audit import OpenedFiles
 from finetune_pipeline_tests.conftest import write_config
 from finetune_pipeline_tests.corpus import make_corpus
@@ -165,6 +166,6 @@ def test_overlap_between_splits_is_caught_by_the_blocking_check(tmp_path):
     other = next(s for s in SPLITS if s != populated[0])
     with open(doctored / f"{other}.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
-    ref = stages.ArtifactRef("training_dataset", dataset.key, str(doctored), info=dataset.info)
+    ref = ArtifactRef("training_dataset", dataset.key, str(doctored), info=dataset.info)
     result = no_input_shared_between_splits(ref)
     assert result.passed is False and result.metadata["shared_inputs"].value == 1

@@ -19,9 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from finetune_pipeline.lib.data.cleaning import CleanResult, clean
 from finetune_pipeline.lib.config import ColumnMapping, DataConfig
-from finetune_pipeline.lib.data.raw_files import RAW_SUFFIXES, RawDataError, RawRow, raw_name, read_raw_file, scan_raw_folder
+from finetune_pipeline.lib.data.cleaning import CleanResult, clean
+from finetune_pipeline.lib.data.raw_files import (
+    RAW_SUFFIXES,
+    RawDataError,
+    RawRow,
+    raw_name,
+    read_raw_file,
+    scan_raw_folder,
+)
 
 
 @dataclass

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune_pipeline.lib.config import ColumnMapping, DataConfig
-from finetune_pipeline.lib.data.raw_files import RawRow, described, json_type
+from finetune_pipeline.lib.data import formats
+from finetune_pipeline.lib.data.raw_files import RawRow
+from finetune_pipeline.lib.data.row_errors import RowError, described, json_type
 from finetune_pipeline.lib.data.splits import UNUSED, hash_split, sample_per_class
 
 SPLITS = ("train", "val", "test")
@@ -79,12 +81,6 @@ class CleanResult:
         return out
 
 
-class RowError(ValueError):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-
-
 def normalise_text(text: str) -> str:
     """The identity of an input for dedup and splitting: case and spacing ignored."""
     return re.sub(r"\s+", " ", text).strip().lower()
@@ -95,53 +91,8 @@ def split_of(user_input: str, val_fraction: float, test_fraction: float) -> str:
 
 
 def to_messages(data: dict[str, Any], mapping: ColumnMapping) -> list[dict[str, Any]]:
-    """Apply the column mapping; raise RowError for a row that cannot be mapped."""
-    if mapping.format == "chat":
-        messages = data.get(mapping.messages)
-        if messages is None or messages == []:
-            raise RowError("missing_messages", f"no {mapping.messages!r} list")
-        if not isinstance(messages, list):
-            raise RowError("missing_messages", f"{mapping.messages!r} is a JSON {json_type(messages)}, not a list")
-        if mapping.default_system_prompt and not any(
-            isinstance(m, dict) and m.get("role") == "system" for m in messages
-        ):
-            messages = [{"role": "system", "content": mapping.default_system_prompt}, *messages]
-        return messages
-
-    if mapping.format == "seed":
-        user = _required_text(data, mapping.input, "missing_input")
-        output = data.get(mapping.output)
-        if output is None or (isinstance(output, str) and not output.strip()):
-            raise RowError("missing_output", f"field {mapping.output!r} is missing or empty")
-        if not isinstance(output, str):
-            # A JSON object stored as an object is still the intended answer.
-            output = json.dumps(output, ensure_ascii=False)
-        system = data.get(mapping.system_prompt) or mapping.default_system_prompt
-    else:  # table
-        user = _required_text(data, mapping.text, "missing_input")
-        labels = {}
-        for col in mapping.labels:
-            value = data.get(col)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise RowError("missing_label", f"label column {col!r} is empty")
-            labels[col] = value
-        output = json.dumps(labels, ensure_ascii=False)
-        system = mapping.default_system_prompt
-    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    if system:
-        if not isinstance(system, str):
-            raise RowError("bad_content", f"system prompt is {described(system)}, not text")
-        messages.insert(0, {"role": "system", "content": system})
-    return messages
-
-
-def _required_text(data: dict[str, Any], column: str, reason: str) -> str:
-    value = data.get(column)
-    if value is None:
-        raise RowError(reason, f"field {column!r} is missing")
-    if not isinstance(value, str):
-        raise RowError("bad_content", f"field {column!r} is {described(value)}, not text")
-    return value
+    """Apply the column mapping's row format; raise RowError for a row that cannot be mapped."""
+    return formats.get(mapping.format).to_messages(data, mapping)
 
 
 def check_chat_format(messages: list[Any]) -> None:

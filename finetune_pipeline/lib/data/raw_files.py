@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from finetune_pipeline.lib.config import ColumnMapping
+from finetune_pipeline.lib.data import formats
+from finetune_pipeline.lib.data.row_errors import json_type
 
 RAW_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -236,18 +238,6 @@ def _parse_jsonl(data: bytes, rel: str) -> list[RawRow]:
     return rows
 
 
-def described(value: Any) -> str:
-    """'null', 'a number', 'an array': a value's JSON type with its article, for messages."""
-    t = json_type(value)
-    return t if t == "null" else f"{'an' if t[0] in 'aeiou' else 'a'} {t}"
-
-
-def json_type(value: Any) -> str:
-    """A value's type in JSON's words (what a user sees in the file), not Python's."""
-    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
-            type(None): "null"}.get(type(value), type(value).__name__)
-
-
 def _parse_csv(data: bytes, rel: str) -> tuple[list[RawRow], set[str]]:
     """CSV through the csv module: every cell a string ("007" stays "007"), one bad record one bad row."""
     _refuse_utf16(data, rel)
@@ -327,11 +317,7 @@ def _plain(v: Any) -> Any:
 
 def mapped_columns(mapping: ColumnMapping) -> list[str]:
     """The columns a mapping cannot do without."""
-    if mapping.format == "seed":
-        return [mapping.input, mapping.output]
-    if mapping.format == "chat":
-        return [mapping.messages]
-    return [mapping.text, *mapping.labels]
+    return formats.get(mapping.format).required_columns(mapping)
 
 
 def _check_mapped_columns(rel: str, mapping: ColumnMapping, present: set[str], is_table: bool, has_rows: bool) -> None:
