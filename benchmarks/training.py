@@ -149,9 +149,10 @@ def run_seed(a, meter) -> dict:
 
 
 def run_ours(a, meter) -> dict:
+    import dataclasses
+
     from finetune_pipeline.lib.config import TrainConfig
     from finetune_pipeline.lib.training.engine import TrainSpec, train_model
-    import dataclasses
 
     tc = dataclasses.asdict(TrainConfig())
     tc.update(lora=LORA, batch_size=a.batch, max_steps=a.steps, learning_rate=1e-3, logging_steps=1,

@@ -2,10 +2,15 @@
 
 import dagster as dg
 
-from finetune_pipeline.defs import data, evaluation, training
+from finetune_pipeline.defs import (
+    data,
+    evaluation,
+    openai_training,
+    promotion,
+    schedules,
+    training,
+)
 from finetune_pipeline.defs.base_version_sensor import register_base_version
-from finetune_pipeline.defs import openai_training
-from finetune_pipeline.defs import promotion, schedules
 from finetune_pipeline.defs.refs_io import ArtifactRefsOnObjectStorage
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib.config import PipelineConfig

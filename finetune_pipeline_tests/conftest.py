@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer, resolve_base_model
-from finetune_pipeline.lib.config import PROJECT_ROOT, load_config
+from finetune_pipeline.lib import PROJECT_ROOT
+from finetune_pipeline.lib.config import load_config
+from finetune_pipeline.lib.models.base_models import (
+    load_model,
+    load_tokenizer,
+    resolve_base_model,
+)
 
 MODEL_CACHE = PROJECT_ROOT / "data" / "model_cache"
 SAMPLE_RAW = PROJECT_ROOT / "data" / "raw"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import PipelineConfig, load_config
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 
 # Two LoRA configs that differ in rank, learning rate and steps.

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from finetune_pipeline.lib.storage.artifacts import ArtifactStore, recipe_key
 from finetune_pipeline.lib.config import ConfigError, load_config
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore
+from finetune_pipeline.lib.storage.hashing import recipe_key
 from finetune_pipeline.lib.versions.registry import Registry, VersionKeyError, check_key
 
 
@@ -94,7 +95,11 @@ def test_config_unknown_field_is_named(tmp_path):
 
 def test_cost_estimates_use_the_price_table():
     from finetune_pipeline.lib.config import CostConfig
-    from finetune_pipeline.lib.versions.costs import UnknownPriceError, local_training_cost, openai_training_cost
+    from finetune_pipeline.lib.versions.costs import (
+        UnknownPriceError,
+        local_training_cost,
+        openai_training_cost,
+    )
 
     costs = CostConfig(device="h100", hourly_usd={"h100": 4.0},
                        openai_training_per_1m_tokens={"gpt-4o-mini-2024-07-18": 3.0})

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from finetune_pipeline import cli
-from finetune_pipeline.lib.config import PROJECT_ROOT
+from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 from finetune_pipeline_tests.test_corpus import CASES, build_case
 

@@ -4,11 +4,20 @@ import json
 
 import pytest
 
-from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.evaluation.classification import (INVALID, allowed_outputs, classification_metrics, confusion_counts,
-                                                   load_labels)
-from finetune_pipeline.lib.config import PROJECT_ROOT, load_config
-from finetune_pipeline.lib.evaluation.constrained import eos_token_id, generate_constrained, output_token_ids
+from finetune_pipeline.lib import PROJECT_ROOT, stages
+from finetune_pipeline.lib.config import load_config
+from finetune_pipeline.lib.evaluation.classification import (
+    INVALID,
+    allowed_outputs,
+    classification_metrics,
+    confusion_counts,
+    load_labels,
+)
+from finetune_pipeline.lib.evaluation.constrained import (
+    eos_token_id,
+    generate_constrained,
+    output_token_ids,
+)
 from finetune_pipeline.lib.training.collate import tokenize_chat
 from finetune_pipeline_tests.conftest import write_config, write_jsonl
 

@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.training.collate import IGNORE_INDEX, make_collator, tokenize_chat
+from finetune_pipeline.lib.training.collate import (
+    IGNORE_INDEX,
+    make_collator,
+    tokenize_chat,
+)
 from finetune_pipeline.lib.training.engine import require_cuda_for
 
 MESSAGES = [

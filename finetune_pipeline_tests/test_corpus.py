@@ -19,8 +19,12 @@ import pytest
 import yaml
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.data.cleaning import SPLITS, inputs_shared_between_splits, read_split
 from finetune_pipeline.lib.config import load_config
+from finetune_pipeline.lib.data.cleaning import (
+    SPLITS,
+    inputs_shared_between_splits,
+    read_split,
+)
 from finetune_pipeline.lib.data.raw_files import RawDataError
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline_tests.audit import OpenedFiles

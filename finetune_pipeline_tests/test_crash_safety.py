@@ -8,7 +8,6 @@ moment must both finish with one valid artifact.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,8 +18,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from finetune_pipeline.lib.storage.artifacts import LINEAGE_FILE, TMP_PATTERN, ArtifactStore, hash_file, host_id, read_lineage
-from finetune_pipeline.lib.config import PROJECT_ROOT, load_config
+from finetune_pipeline.lib import PROJECT_ROOT
+from finetune_pipeline.lib.config import load_config
+from finetune_pipeline.lib.storage.artifacts import (
+    LINEAGE_FILE,
+    ArtifactStore,
+    read_lineage,
+)
+from finetune_pipeline.lib.storage.hashing import hash_file
+from finetune_pipeline.lib.storage.temp_folders import TMP_PATTERN, host_id
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, _merge, load_config
+from finetune_pipeline.lib import PROJECT_ROOT
+from finetune_pipeline.lib.config import ConfigError, _merge, load_config
 from finetune_pipeline.lib.training.pod import pod_run_args
 
 DOC = PROJECT_ROOT / "docs" / "kubernetes.md"

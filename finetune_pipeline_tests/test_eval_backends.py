@@ -11,10 +11,15 @@ import pytest
 import respx
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import config_from_dict
-from finetune_pipeline.lib.evaluation.backends import (BackendError, OpenAICompatibleBackend, TransformersBackend,
-                                                 VllmBackend, backend_for)
+from finetune_pipeline.lib.evaluation.backends import (
+    BackendError,
+    OpenAICompatibleBackend,
+    TransformersBackend,
+    VllmBackend,
+    backend_for,
+)
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.versions.registry import Registry
 from finetune_pipeline_tests.conftest import SYSTEM, write_jsonl
 

@@ -1,5 +1,3 @@
-import pytest
-import torch
 
 from finetune_pipeline.lib.evaluation.generate import generate_batched, strip_assistant
 

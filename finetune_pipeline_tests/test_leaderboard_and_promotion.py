@@ -13,11 +13,11 @@ import httpx
 import pytest
 import respx
 
-from finetune_pipeline.lib.versions import leaderboard as lb
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import config_from_dict
 from finetune_pipeline.lib.evaluation.charts import NO_VALUE, confusion_matrix
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
+from finetune_pipeline.lib.versions import leaderboard as lb
 from finetune_pipeline.lib.versions.promotion import PromotionStore, decide
 from finetune_pipeline.lib.versions.registry import Registry
 from finetune_pipeline_tests.conftest import SYSTEM, write_jsonl

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -21,13 +20,18 @@ import pytest
 import yaml
 
 from finetune_pipeline import cli
-from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.config import ConfigError, load_config
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.storage.object_store import RemoteArtifactError, remote_for
 from finetune_pipeline.lib.versions.promotion import PromotionStore
 from finetune_pipeline.lib.versions.registry import Registry
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
-from finetune_pipeline_tests.local_servers import free_port, start_group, stop_group, wait_until
+from finetune_pipeline_tests.local_servers import (
+    free_port,
+    start_group,
+    stop_group,
+    wait_until,
+)
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-value",
                "AWS_DEFAULT_REGION": "us-east-1"}

@@ -23,12 +23,14 @@ from dagster._serdes import serialize_value
 
 from finetune_pipeline import cli
 from finetune_pipeline.definitions import defs
-from finetune_pipeline.defs.openai_training import OpenAIClientResource, openai_fine_tuned_model
+from finetune_pipeline.defs.openai_training import (
+    OpenAIClientResource,
+    openai_fine_tuned_model,
+)
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import load_config
-from finetune_pipeline.lib.versions.costs import openai_training_cost
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.training.openai.fine_tune import LEDGER, fine_tune
 from finetune_pipeline.lib.training.openai.format_check import FormatError
 from finetune_pipeline.lib.versions.registry import Registry

@@ -10,7 +10,12 @@ import pytest
 
 from finetune_pipeline.lib.training.openai import format_check as openai_format
 from finetune_pipeline.lib.training.openai.format_check import (
-    FormatError, count_chat_tokens, expected_epochs, token_counter, validate_dataset, validate_file,
+    FormatError,
+    count_chat_tokens,
+    expected_epochs,
+    token_counter,
+    validate_dataset,
+    validate_file,
 )
 from finetune_pipeline_tests.conftest import write_jsonl
 

@@ -8,7 +8,10 @@ import pytest
 from finetune_pipeline import cli
 from finetune_pipeline.definitions import defs
 from finetune_pipeline.lib.config import load_config
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config, write_jsonl, seed_row
+from finetune_pipeline_tests.conftest import (
+    SAMPLE_RAW,
+    write_config,
+)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 
 from finetune_pipeline.definitions import defs
-from finetune_pipeline.lib.config import PROJECT_ROOT
+from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 from finetune_pipeline_tests.local_servers import free_port
 

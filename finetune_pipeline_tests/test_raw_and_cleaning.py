@@ -7,10 +7,15 @@ import json
 import pandas as pd
 import pytest
 
-from finetune_pipeline.lib.data.cleaning import clean, inputs_shared_between_splits, split_of, write_dataset
-from finetune_pipeline.lib.training.collate import count_tokens
 from finetune_pipeline.lib.config import ColumnMapping, DataConfig
+from finetune_pipeline.lib.data.cleaning import (
+    clean,
+    inputs_shared_between_splits,
+    split_of,
+    write_dataset,
+)
 from finetune_pipeline.lib.data.raw_files import RawDataError, read_raw_folder
+from finetune_pipeline.lib.training.collate import count_tokens
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, SYSTEM, seed_row, write_jsonl
 
 

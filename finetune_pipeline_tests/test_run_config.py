@@ -7,7 +7,8 @@ import pytest
 
 from finetune_pipeline import cli
 from finetune_pipeline.definitions import defs
-from finetune_pipeline.lib.config import PROJECT_ROOT, load_config
+from finetune_pipeline.lib import PROJECT_ROOT
+from finetune_pipeline.lib.config import load_config
 from finetune_pipeline_tests.conftest import write_config
 
 BANKING77_RAW = PROJECT_ROOT / "data" / "banking77" / "raw"

@@ -19,14 +19,25 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactStore, SecretLeakError
-from finetune_pipeline.lib.models.base_models import BaseModel, ModelLoadError, load_model, resolve_base_model
-from finetune_pipeline.lib.config import PROJECT_ROOT, ConfigError, load_config
+from finetune_pipeline.lib import PROJECT_ROOT, stages
+from finetune_pipeline.lib.config import ConfigError, load_config
 from finetune_pipeline.lib.data.raw_files import RawDataError, read_raw_file
+from finetune_pipeline.lib.models.base_models import (
+    BaseModel,
+    ModelLoadError,
+    load_model,
+    resolve_base_model,
+)
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore
+from finetune_pipeline.lib.storage.secrets import SecretLeakError
 from finetune_pipeline.lib.versions.registry import Registry, VersionKeyError, base_key
 from finetune_pipeline_tests.audit import OpenedFiles
-from finetune_pipeline_tests.conftest import MODEL_CACHE, write_config, write_jsonl, seed_row
+from finetune_pipeline_tests.conftest import (
+    MODEL_CACHE,
+    seed_row,
+    write_config,
+    write_jsonl,
+)
 
 VENV_BIN = PROJECT_ROOT / ".venv" / "bin"
 

@@ -5,9 +5,15 @@ from collections import Counter
 
 import pytest
 
+from finetune_pipeline.lib import PROJECT_ROOT
+from finetune_pipeline.lib.config import (
+    ColumnMapping,
+    ConfigError,
+    DataConfig,
+    SplitConfig,
+    load_config,
+)
 from finetune_pipeline.lib.data.cleaning import clean, normalise_text, write_dataset
-from finetune_pipeline.lib.config import ColumnMapping, ConfigError, DataConfig, SplitConfig, load_config
-from finetune_pipeline.lib.config import PROJECT_ROOT
 from finetune_pipeline.lib.data.raw_files import read_raw_folder
 from finetune_pipeline.lib.data.splits import UNUSED
 from finetune_pipeline_tests.conftest import write_config

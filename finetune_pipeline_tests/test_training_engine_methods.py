@@ -15,9 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.models.base_models import load_model
 from finetune_pipeline.lib.config import ConfigError, TrainConfig, load_config
-from finetune_pipeline.lib.training.engine import ORDER_FILE, TrainSpec, read_general_examples, train_model
+from finetune_pipeline.lib.models.base_models import load_model
+from finetune_pipeline.lib.training.engine import (
+    ORDER_FILE,
+    TrainSpec,
+    read_general_examples,
+    train_model,
+)
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config, write_jsonl
 
 CATEGORIES = ["billing", "technical", "account", "shipping", "returns", "product"]

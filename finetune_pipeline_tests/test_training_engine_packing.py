@@ -16,8 +16,13 @@ import pytest
 import torch
 
 from finetune_pipeline.lib.training.collate import IGNORE_INDEX, tokenize_chat
-from finetune_pipeline.lib.training.packing import (choose_batching, label_only_loss, next_token_mask, padded_collator,
-                                           padding_free_collator)
+from finetune_pipeline.lib.training.packing import (
+    choose_batching,
+    label_only_loss,
+    next_token_mask,
+    padded_collator,
+    padding_free_collator,
+)
 
 CONVERSATIONS = [
     ("Classify.", "My card was charged twice", '{"category": "billing"}'),

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from finetune_pipeline.lib.versions import serving
-
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import ServingConfig, load_config
 from finetune_pipeline.lib.evaluation.backends import BackendError
 from finetune_pipeline.lib.evaluation.scoring import read_predictions
+from finetune_pipeline.lib.versions import serving
 from finetune_pipeline.lib.versions.registry import Registry
 
 STARTUP_TIMEOUT_S = 120

@@ -17,10 +17,10 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._utils.test.data_versions import get_stale_status_resolver
 from dagster_graphql.test.utils import execute_dagster_graphql
@@ -28,7 +28,7 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 from finetune_pipeline import cli
 from finetune_pipeline.definitions import defs
 from finetune_pipeline.defs.settings import PipelineSettings
-from finetune_pipeline.lib.config import PROJECT_ROOT
+from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.versions.promotion import PromotionStore
 from finetune_pipeline_tests.conftest import seed_row, write_jsonl
 

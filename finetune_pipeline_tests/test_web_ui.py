@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 import urllib.request
 from pathlib import Path
@@ -22,9 +21,14 @@ import pytest
 
 from finetune_pipeline.defs.base_version_sensor import register_base_version
 from finetune_pipeline.defs.settings import PipelineSettings
-from finetune_pipeline.lib.config import PROJECT_ROOT
+from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
-from finetune_pipeline_tests.local_servers import free_port, start_group, stop_group, wait_until
+from finetune_pipeline_tests.local_servers import (
+    free_port,
+    start_group,
+    stop_group,
+    wait_until,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 # A closed network otherwise fills the log with refused connections; a fresh profile keeps runs independent.

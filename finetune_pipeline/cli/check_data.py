@@ -14,9 +14,12 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     """Counts per file and per reason; exit 1 only when an input cannot be read at all."""
     config_path = args.config or os.environ.get("FINETUNE_PIPELINE_CONFIG")
     cfg = load_config(config_path)
-    from finetune_pipeline.lib.models.base_models import load_tokenizer, resolve_base_model
-    from finetune_pipeline.lib.data.check_data import check_data, format_report
     from finetune_pipeline.lib.config import DEFAULT_CONFIG
+    from finetune_pipeline.lib.data.check_data import check_data, format_report
+    from finetune_pipeline.lib.models.base_models import (
+        load_tokenizer,
+        resolve_base_model,
+    )
     from finetune_pipeline.lib.training.collate import count_tokens
 
     # Token lengths are measured as training_dataset measures them: the base model's tokenizer.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from finetune_pipeline.lib.config import PROJECT_ROOT
+from finetune_pipeline.lib import PROJECT_ROOT
 
 
 def use_repo_dagster_home() -> Path:

@@ -25,8 +25,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from finetune_pipeline.definitions import build_definitions
     from finetune_pipeline.cli.summary import print_summary
+    from finetune_pipeline.definitions import build_definitions
 
     defs = build_definitions(cfg)
 

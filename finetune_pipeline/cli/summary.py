@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.evaluation.metrics import markdown_table
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 
 def print_summary(cfg: PipelineConfig, refs: dict[str, ArtifactRef], evals: dict[str, ArtifactRef],

@@ -5,8 +5,8 @@ import dagster as dg
 
 from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.data.cleaning import inputs_shared_between_splits, read_split
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 
 @dg.asset(group_name="data", kinds={"python", "jsonl"}, code_version=stages.CODE_VERSIONS["raw_examples"],

@@ -3,11 +3,16 @@
 
 import dagster as dg
 
-from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to, png_markdown
+from finetune_pipeline.defs.settings import (
+    PipelineSettings,
+    artifact_output,
+    log_to,
+    png_markdown,
+)
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.evaluation.metrics import markdown_table
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 EVAL_SET = dg.AssetKey("eval_set")
 

@@ -14,11 +14,15 @@ import dagster as dg
 import openai
 from pydantic import Field
 
-from finetune_pipeline.defs.settings import CONFIG_ENV, PipelineSettings, artifact_output
+from finetune_pipeline.defs.settings import (
+    CONFIG_ENV,
+    PipelineSettings,
+    artifact_output,
+)
 from finetune_pipeline.defs.training import MODEL_VERSIONS
-from finetune_pipeline.lib.training.openai import fine_tune as openai_finetune
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.config import DEFAULT_CONFIG
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
+from finetune_pipeline.lib.training.openai import fine_tune as openai_finetune
 
 OPENAI_API_KEY = dg.EnvVar("OPENAI_API_KEY")
 LEVELS = {"info": "info", "warn": "warning", "error": "error"}

@@ -5,13 +5,18 @@ from pathlib import Path
 import dagster as dg
 from dagster_shared.check.functions import CheckError
 
-from finetune_pipeline.lib import stores as storage
 from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
 from finetune_pipeline.defs.settings import png_markdown as _png_md
 from finetune_pipeline.defs.training import MODEL_VERSIONS
+from finetune_pipeline.lib import stores as storage
+from finetune_pipeline.lib.storage.artifacts import (
+    ArtifactRef,
+    has_lineage,
+    read_lineage,
+)
+from finetune_pipeline.lib.storage.hashing import recipe_key
 from finetune_pipeline.lib.versions import leaderboard as lb
 from finetune_pipeline.lib.versions import serving
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef, has_lineage, read_lineage, recipe_key
 from finetune_pipeline.lib.versions.promotion import Checks, decide
 from finetune_pipeline.lib.versions.registry import Registry
 

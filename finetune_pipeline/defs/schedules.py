@@ -10,8 +10,8 @@ follow through the `evaluate_new_versions` automation sensor.
 import dagster as dg
 
 from finetune_pipeline.defs.settings import PipelineSettings
-from finetune_pipeline.lib.versions import retraining
 from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.versions import retraining
 
 TRAIN_JOB = "train_and_merge"
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from finetune_pipeline.lib import PROJECT_ROOT
+from finetune_pipeline.lib.config import DEFAULT_CONFIG, PipelineConfig, load_config
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.config import DEFAULT_CONFIG, PROJECT_ROOT, PipelineConfig, load_config
 
 CONFIG_ENV = "FINETUNE_PIPELINE_CONFIG"
 

@@ -10,8 +10,8 @@ import dagster as dg
 
 from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.models.merge import merged_matches_adapter
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.training.engine import TrainSpec, child_command
 from finetune_pipeline.lib.training.pod import pod_run_args
 

@@ -6,8 +6,8 @@ config is the only change needed to put the whole record on object storage.
 
 from __future__ import annotations
 
-from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.storage.object_store import RemoteArtifacts, remote_for
 from finetune_pipeline.lib.versions.promotion import PromotionStore
 from finetune_pipeline.lib.versions.registry import Registry

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from finetune_pipeline.lib import PROJECT_ROOT
+
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 
 
@@ -600,7 +601,3 @@ def _validate_eval_and_promotion(cfg: PipelineConfig, where: str) -> None:
         raise ConfigError(f"{where}: schedule.timezone {cfg.schedule.timezone!r} is not an IANA time zone "
                           "(e.g. UTC, Europe/Berlin)") from e
 
-
-def stable_json(value: Any) -> str:
-    """Canonical JSON used for every hash: sorted keys, no whitespace."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

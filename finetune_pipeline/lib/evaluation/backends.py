@@ -47,7 +47,10 @@ class TransformersBackend:
     def _loaded(self):
         # Loaded once: free and constrained generation share the model.
         if not hasattr(self, "_model"):
-            from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
+            from finetune_pipeline.lib.models.base_models import (
+                load_model,
+                load_tokenizer,
+            )
 
             self._model, self._tokenizer = load_model(self.model_dir), load_tokenizer(self.model_dir)
         return self._model, self._tokenizer

@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.evaluation.scoring import read_predictions
 from finetune_pipeline.lib.evaluation.metrics import parse_json_object
+from finetune_pipeline.lib.evaluation.scoring import read_predictions
 
 NO_VALUE = "(none)"  # the prediction was not JSON or lacked the field
 

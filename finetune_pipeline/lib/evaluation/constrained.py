@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from finetune_pipeline.lib.training.collate import _render_ids
 from finetune_pipeline.lib.evaluation.generate import generate_batched
+from finetune_pipeline.lib.training.collate import _render_ids
 
 
 def output_token_ids(tokenizer, output: str, eos_id: int) -> list[int]:

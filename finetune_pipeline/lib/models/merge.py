@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
 from finetune_pipeline.lib.evaluation.generate import generate_batched
+from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
 
 
 def load_with_adapter(base_dir: Path, adapter_dir: Path, trust_remote_code: bool = False):

@@ -20,7 +20,8 @@ from finetune_pipeline.lib.evaluation.scoring import score, write_predictions
 from finetune_pipeline.lib.stages.code_versions import CODE_VERSIONS
 from finetune_pipeline.lib.stages.common import Log
 from finetune_pipeline.lib.stages.common import store as _store
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef, hash_file, recipe_key
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.hashing import hash_file, recipe_key
 
 
 def _model_eval_recipe(cfg: PipelineConfig, manifest: dict[str, Any], backend: EvalBackend,

@@ -13,7 +13,8 @@ from finetune_pipeline.lib.models.merge import merge_adapter
 from finetune_pipeline.lib.stages.code_versions import CODE_VERSIONS
 from finetune_pipeline.lib.stages.common import Log
 from finetune_pipeline.lib.stages.common import store as _store
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef, recipe_key
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.hashing import recipe_key
 from finetune_pipeline.lib.versions.registry import base_key, lora_key
 
 

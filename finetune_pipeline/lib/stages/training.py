@@ -13,7 +13,8 @@ from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.stages.code_versions import CODE_VERSIONS
 from finetune_pipeline.lib.stages.common import Log
 from finetune_pipeline.lib.stages.common import store as _store
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef, hash_file, recipe_key
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.hashing import hash_file, recipe_key
 from finetune_pipeline.lib.training.detached import (
     collect_result,
     detach,

@@ -28,109 +28,25 @@ mirror lacks is pulled from the bucket (see object_store.py).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
-import re
-import socket
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from finetune_pipeline.lib.config import PROJECT_ROOT, stable_json
+from finetune_pipeline.lib import PROJECT_ROOT
+from finetune_pipeline.lib.storage.hashing import hash_file
+from finetune_pipeline.lib.storage.secrets import refuse_secrets
+from finetune_pipeline.lib.storage.temp_folders import remove_stale_tmp, temp_sibling
 
 if TYPE_CHECKING:
     from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
 
 LINEAGE_FILE = "lineage.json"
-KEY_LENGTH = 16  # hex characters: 64 bits, plenty for one project's artifacts
-# .tmp-<key>-<host id>-<pid>-<random>: who is writing, so stale ones can be told from live ones.
-TMP_PATTERN = re.compile(r"^\.tmp-(?P<key>.+)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}$")
-
-
-# Environment variables that hold secrets, by name: *PASSWORD*, *SECRET*, *_KEY, *_TOKEN, *_CREDENTIALS...
-SECRET_ENV_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|(^|_)(API_?KEY|KEY|TOKEN|CREDENTIALS?)($|_)")
-
-
-class SecretLeakError(ValueError):
-    """An artifact's lineage would contain a secret's value; it is not written."""
-
-
-def secret_env_values() -> dict[str, str]:
-    """name -> value of the secret-looking environment variables (values shorter than 8 are not secrets).
-
-    Variables that name where a secret is (HF_TOKEN_PATH, *_FILE, *_DIR) hold paths, not secrets.
-    """
-    return {k: v for k, v in os.environ.items()
-            if SECRET_ENV_NAME.search(k.upper()) and not re.search(r"_(PATH|FILE|DIR)$", k.upper()) and len(v) >= 8}
-
-
-def refuse_secrets(what: str, value: Any) -> None:
-    """Raise if the JSON of `value` contains the value of a secret environment variable (naming the variable only)."""
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    for name, secret in secret_env_values().items():
-        if secret in text or json.dumps(secret)[1:-1] in text:
-            raise SecretLeakError(f"{what} would contain the value of ${name}; refusing to write it "
-                                  "(secrets stay in the environment, never in config, lineage or metadata)")
-
-
-def host_id() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    try:  # a killed process not yet reaped by its parent is a zombie: gone for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def remove_stale_tmp(folder: Path) -> list[Path]:
-    """Remove temporary artifact folders in `folder` left by dead processes of this machine."""
-    removed = []
-    if not folder.is_dir():
-        return removed
-    me = host_id()
-    for p in folder.iterdir():
-        m = TMP_PATTERN.match(p.name)
-        if m and m["host"] == me and int(m["pid"]) != os.getpid() and _process_gone(int(m["pid"])):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
-
-
-def hash_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def hash_files(paths: list[Path], base: Path) -> str:
-    """One hash over several files, covering their relative names too."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(str(p.relative_to(base)).encode() + b"\0" + hash_file(p).encode() + b"\0")
-    return h.hexdigest()
-
-
-def recipe_key(recipe: dict[str, Any]) -> str:
-    return hash_text(stable_json(recipe))[:KEY_LENGTH]
 
 
 def git_commit() -> str | None:
@@ -257,7 +173,7 @@ class ArtifactStore:
         final = self.dir(asset, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(final.parent)
-        tmp = final.parent / f".tmp-{key}-{host_id()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = temp_sibling(final)
         tmp.mkdir()
         pending = PendingArtifact(Path(tmp))
         try:

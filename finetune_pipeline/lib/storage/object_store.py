@@ -26,11 +26,12 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.storage.artifacts import LINEAGE_FILE, hash_file, host_id
+from finetune_pipeline.lib.storage.artifacts import LINEAGE_FILE
+from finetune_pipeline.lib.storage.hashing import hash_file
+from finetune_pipeline.lib.storage.temp_folders import temp_sibling
 
 
 class RemoteArtifactError(RuntimeError):
@@ -111,7 +112,7 @@ class RemoteArtifacts:
         if (final / LINEAGE_FILE).is_file():
             return final
         # Named like a local write's temporary folder, so the next write removes it if this process dies.
-        tmp = final.parent / f".tmp-{key}-{host_id()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = temp_sibling(final)
         try:
             if not self.pull_into(asset, key, tmp):
                 return None

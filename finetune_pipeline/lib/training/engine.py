@@ -30,10 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
 from finetune_pipeline.lib.data.cleaning import read_split
+from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
 from finetune_pipeline.lib.training.collate import tokenize_chat, tokenize_records
-from finetune_pipeline.lib.training.packing import EXAMPLE_ID, choose_batching, label_only_loss
+from finetune_pipeline.lib.training.packing import (
+    EXAMPLE_ID,
+    choose_batching,
+    label_only_loss,
+)
 
 Report = Callable[[str], None]
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -220,7 +224,11 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from finetune_pipeline.lib.training.trainer import CheckpointReport, EngineTrainer, ProgressCallback
+    from finetune_pipeline.lib.training.trainer import (
+        CheckpointReport,
+        EngineTrainer,
+        ProgressCallback,
+    )
 
     work_dir = Path(spec.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

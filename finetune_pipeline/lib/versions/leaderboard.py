@@ -14,12 +14,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib import stores as storage
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef, read_lineage, recipe_key
+from finetune_pipeline.lib import stores as storage
 from finetune_pipeline.lib.config import CostConfig, PipelineConfig
-from finetune_pipeline.lib.versions.costs import UnknownPriceError, device_hours, local_training_cost, openai_training_cost
 from finetune_pipeline.lib.evaluation.backends import BackendError
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef, read_lineage
+from finetune_pipeline.lib.storage.hashing import recipe_key
+from finetune_pipeline.lib.versions.costs import (
+    UnknownPriceError,
+    device_hours,
+    local_training_cost,
+    openai_training_cost,
+)
 
 CODE_VERSION = "1"
 

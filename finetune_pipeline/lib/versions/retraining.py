@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from finetune_pipeline.lib import stores as storage
-from finetune_pipeline.lib.storage.artifacts import has_lineage, hash_file, read_lineage, recipe_key
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.data.raw_files import RawDataError, list_raw_files, raw_name
+from finetune_pipeline.lib.storage.artifacts import has_lineage, read_lineage
+from finetune_pipeline.lib.storage.hashing import hash_file, recipe_key
 
 SECTIONS = ("data", "model", "train")
 

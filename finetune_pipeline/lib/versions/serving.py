@@ -11,8 +11,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.storage.artifacts import read_lineage
 from finetune_pipeline.lib.config import ServingConfig
+from finetune_pipeline.lib.storage.artifacts import read_lineage
 from finetune_pipeline.lib.storage.object_store import ensure_local_path
 
 # vLLM accepts only these values for --max-lora-rank; round the adapter's rank up.

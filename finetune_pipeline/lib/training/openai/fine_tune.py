@@ -31,12 +31,16 @@ from typing import Any, Callable, Iterator
 import openai
 
 from finetune_pipeline.lib import stores as storage
+from finetune_pipeline.lib.config import OpenAIConfig, PipelineConfig
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef, write_json
+from finetune_pipeline.lib.storage.hashing import hash_file, recipe_key
 from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
 from finetune_pipeline.lib.storage.state_files import StateFiles
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef, hash_file, recipe_key, write_json
-from finetune_pipeline.lib.config import OpenAIConfig, PipelineConfig
+from finetune_pipeline.lib.training.openai.format_check import (
+    ValidationReport,
+    validate_dataset,
+)
 from finetune_pipeline.lib.versions.costs import openai_training_cost
-from finetune_pipeline.lib.training.openai.format_check import ValidationReport, validate_dataset
 from finetune_pipeline.lib.versions.registry import check_key
 
 ASSET = "openai_fine_tuned_model"
