@@ -1,0 +1,102 @@
+"""The `eval` section of the run config: how versions are run on the eval set, and what is scored."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from finetune_pipeline.lib.section import Section, rules
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class EndpointConfig(Section):
+    """An OpenAI-compatible chat endpoint: OpenAI itself, `vllm serve` or `transformers serve`.
+
+    The key is read from the environment variable named here, never from this file.
+    """
+
+    base_url: str = Field("https://api.openai.com/v1", min_length=1, description="The endpoint's base URL.")
+    # "{key}" matches `vllm serve ... --served-model-name <version key>` (what serving_spec writes);
+    # `transformers serve <dir>` names the model by its folder, hence "{path}".
+    model_name: str = Field("{key}", description="The model name sent for local versions: {key} (the version key) "
+                                                 "or {path} (its folder); OpenAI fine-tuned versions are asked for "
+                                                 "by their remote id.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="The environment variable holding the API key (its "
+                                                           "name, never the key).")
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, description="Timeout of one request, in seconds.")
+    max_retries: int = Field(3, ge=0, description="The openai client's own retries (backoff) on 429/5xx.")
+
+    @field_validator("model_name")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError:
+            names = {"?"}  # an unbalanced brace
+        if names - {"key", "path"}:
+            raise ValueError("may only use the placeholders {key} and {path}")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name(cls, value: str) -> str:
+        # A pasted key (sk-...) would otherwise sit in config files and lineage; it is not echoed here.
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError("must be the name of an environment variable (letters, digits and _), not the key "
+                             "itself")
+        return value
+
+
+class VllmConfig(Section):
+    """Offline `vllm.LLM` settings for the `vllm` eval backend (CUDA GPU only)."""
+
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    # Caps the KV cache; eval prompts are short.
+    max_model_len: int = Field(4096, gt=0, description="Longest prompt + answer in tokens.")
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
+        "auto", description="Weights' dtype in vLLM.")
+
+
+class ClassificationConfig(Section):
+    """Classification-aware evaluation of one field of the JSON output.
+
+    With `field` set, every eval report adds, for that field: accuracy, macro-F1
+    over the label set, `valid_label` (the share of outputs that parse and name a
+    known label) and a confusion matrix PNG. With `constrained`, each version is
+    also evaluated with generation restricted to the label set (a prefix-trie
+    logits constraint: the output can only be `{"<field>": "<a known label>"}`),
+    reported beside free generation as `constrained/...` metrics.
+    """
+
+    field: str = Field("", description="The JSON output field that is a class label; empty = not a "
+                                       "classification task.")
+    labels_file: str = Field("", description="A JSON list of the labels, relative to the config file; empty = the "
+                                             "labels found in the training split.")
+    constrained: bool = Field(False, description="Also evaluate with generation restricted to the label set "
+                                                 "(constrained/... metrics).")
+
+    @model_validator(mode="after")
+    def _rules(self) -> ClassificationConfig:
+        rules((not (self.constrained and not self.field), "`constrained` needs `field` (the label field)"))
+        return self
+
+
+class EvalConfig(Section):
+    """Evaluation of every model version on the test split."""
+
+    max_new_tokens: int = Field(48, gt=0, description="Longest answer generated, in tokens.")
+    batch_size: int = Field(16, gt=0, description="Prompts generated together.")
+    limit: int = Field(0, ge=0, description="Evaluate the first this many test rows; 0 = the whole test split.")
+    # OpenAI fine-tuned versions always use the openai backend with their remote id.
+    backend: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers", description="How local versions are run: transformers (in process, CPU or GPU), vllm "
+                                    "(offline vllm.LLM, CUDA GPU) or openai (an OpenAI-compatible server, see openai).")
+    openai: EndpointConfig = Field(default_factory=EndpointConfig, description="The endpoint of the openai backend.")
+    vllm: VllmConfig = Field(default_factory=VllmConfig, description="Settings of the vllm backend.")
+    classification: ClassificationConfig = Field(default_factory=ClassificationConfig,
+                                                 description="Classification metrics of one output field.")
