@@ -149,15 +149,12 @@ def run_seed(a, meter) -> dict:
 
 
 def run_ours(a, meter) -> dict:
-    import dataclasses
+    from finetune_pipeline.lib.training.config import LoraConfig, TrainConfig
+    from finetune_pipeline.lib.training.engine import train_model
+    from finetune_pipeline.lib.training.spec import TrainSpec
 
-    from finetune_pipeline.lib.config import TrainConfig
-    from finetune_pipeline.lib.training.engine import TrainSpec, train_model
-
-    tc = dataclasses.asdict(TrainConfig())
-    tc.update(lora=LORA, batch_size=a.batch, max_steps=a.steps, learning_rate=1e-3, logging_steps=1,
-              eval_steps=10_000, save_steps=10_000)
-    tc.update(a.ours_options)
+    tc = TrainConfig(lora=LoraConfig(**LORA), batch_size=a.batch, max_steps=a.steps, learning_rate=1e-3,
+                     logging_steps=1, eval_steps=10_000, save_steps=10_000, **a.ours_options)
     empty_val = Path(a.work) / "val.jsonl"
     empty_val.write_text("")  # no evaluation: this measures training
     spec = TrainSpec(base_model_dir=a.model_dir, train_file=a.train_file, val_file=str(empty_val),

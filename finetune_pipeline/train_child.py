@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
-from finetune_pipeline.lib.training.engine import TrainSpec, rank, train_model
+from finetune_pipeline.lib.training.engine import rank, train_model
+from finetune_pipeline.lib.training.spec import TrainSpec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m finetune_pipeline.train_child SPEC.json", file=sys.stderr)
         return 2
     spec = TrainSpec.load(argv[0])  # a file, or the spec's JSON itself
-    if spec.remote:  # on a pod that shares no folder with the run: inputs come from the bucket
+    if spec.remote is not None:  # on a pod that shares no folder with the run: inputs come from the bucket
         from finetune_pipeline.lib.training.detached import prepare
 
         spec = prepare(spec)
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(spec: TrainSpec, report) -> dict:
     callbacks = []
-    if spec.remote:  # a retried pod may land anywhere: checkpoints go to the bucket
+    if spec.remote is not None:  # a retried pod may land anywhere: checkpoints go to the bucket
         from finetune_pipeline.lib.training.detached import checkpoint_upload
 
         callbacks.append(checkpoint_upload(spec, report))
@@ -53,7 +54,7 @@ def _train(spec: TrainSpec, report) -> dict:
 
 def _finish(spec: TrainSpec, result: dict) -> dict:
     """Rank 0, after training: hand a detached pod's output back through the bucket."""
-    if spec.remote:
+    if spec.remote is not None:
         from finetune_pipeline.lib.training.detached import upload_result
 
         result = {**result, "uploaded_files": upload_result(spec)}

@@ -33,12 +33,12 @@ def test_the_documented_pipeline_config_loads_with_shared_volume_paths(tmp_path)
     assert cfg.model_cache_dir == Path("/mnt/finetune/model_cache")
     assert cfg.raw_dir == Path("/mnt/finetune/raw")
     # Training on its own pod: the shared volume holds everything the pod reads and writes.
-    train = cfg.section("train")
-    assert train["runner"] == "k8s" and train["pod"]["gpus"] >= 1
-    mount = Path(train["pod"]["mount_path"])
+    train = cfg.train
+    assert train.runner == "k8s" and train.pod.gpus >= 1
+    mount = Path(train.pod.mount_path)
     assert mount in cfg.artifacts_dir.parents and mount in cfg.model_cache_dir.parents
     args = pod_run_args(train, cfg.artifacts_dir / "lora_adapter" / ".work-0123" / "spec.json")
-    assert args["image"] == train["pod"]["image"]
+    assert args["image"] == train.pod.image
     assert args["base_pod_spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
@@ -52,9 +52,9 @@ def test_the_documented_object_storage_changes_load_on_top_of_it(tmp_path):
     assert cfg.artifacts_url == changes["artifacts_root"] and cfg.artifacts_url.startswith("s3://")
     assert Path(changes["artifacts_mirror"]).is_absolute() and Path(changes["artifacts_mirror"]) in cfg.artifacts_dir.parents
     # The training pod of a detached spec (one that names the bucket): no volume, its service account.
-    train = cfg.section("train")
+    train = cfg.train
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"remote": {"url": cfg.artifacts_url, "pull": []}, "train": train}))
+    spec.write_text(json.dumps({"remote": {"url": cfg.artifacts_url, "pull": []}, "train": cfg.section("train")}))
     args = pod_run_args(train, spec)
     assert args["base_pod_spec"]["service_account_name"] == changes["train"]["pod"]["service_account"]
     assert [v["name"] for v in args["base_pod_spec"]["volumes"]] == ["dshm"]

@@ -341,7 +341,7 @@ def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket
     pods = []
 
     def launch_pod(spec_path: Path) -> dict:
-        args = pod_run_args(cfg.section("train"), spec_path)
+        args = pod_run_args(cfg.train, spec_path)
         pods.append(args)
         env = {**os.environ, MIRROR_ENV: str(pod_mirror)}
         proc = subprocess.run([sys.executable, *args["command"][1:]], capture_output=True, text=True, env=env,
@@ -399,7 +399,7 @@ def test_a_killed_training_pod_is_resumed_by_a_pod_on_another_node_from_the_buck
 
     def pod(node: str, kill_after_upload: bool):
         def launch(spec_path: Path) -> dict:
-            command = [sys.executable, *pod_run_args(cfg.section("train"), spec_path)["command"][1:]]
+            command = [sys.executable, *pod_run_args(cfg.train, spec_path)["command"][1:]]
             env = {**os.environ, MIRROR_ENV: str(tmp_path / node)}
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=open(tmp_path / f"{node}.err", "w"), text=True, env=env)
             lines = []

@@ -6,7 +6,6 @@ Runs `train_model` in process on the tiny model and a few hand-made rows, so eac
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -19,10 +18,10 @@ from finetune_pipeline.lib.config import ConfigError, TrainConfig, load_config
 from finetune_pipeline.lib.models.base_models import load_model
 from finetune_pipeline.lib.training.engine import (
     ORDER_FILE,
-    TrainSpec,
     read_general_examples,
     train_model,
 )
+from finetune_pipeline.lib.training.spec import TrainSpec
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config, write_jsonl
 
 CATEGORIES = ["billing", "technical", "account", "shipping", "returns", "product"]
@@ -36,8 +35,8 @@ def _chat(i: int) -> dict:
 
 
 def _spec(tmp_path: Path, model_dir: Path, **train) -> TrainSpec:
-    tc = dataclasses.asdict(TrainConfig())
-    tc.update({"max_steps": 2, "batch_size": 2, "eval_steps": 1, "logging_steps": 1, "learning_rate": 0.005, **train})
+    tc = TrainConfig(**{"max_steps": 2, "batch_size": 2, "eval_steps": 1, "logging_steps": 1, "learning_rate": 0.005,
+                        **train})
     return TrainSpec(base_model_dir=str(model_dir),
                      train_file=str(write_jsonl(tmp_path / "train.jsonl", [_chat(i) for i in range(24)])),
                      val_file=str(write_jsonl(tmp_path / "val.jsonl", [_chat(100 + i) for i in range(4)])),

@@ -19,7 +19,7 @@ TRAIN = {"num_processes": 2, "max_steps": 3, "batch_size": 2, "eval_steps": 3, "
 def test_two_processes_train_one_adapter_on_different_examples(tmp_path):
     cfg = load_config(write_config(tmp_path, SAMPLE_RAW, data={"val_fraction": 0.03, "test_fraction": 0.03},
                                    train=TRAIN))
-    assert child_command("python", tmp_path / "spec.json", cfg.section("train"))[1:6] == [
+    assert child_command("python", tmp_path / "spec.json", cfg.train)[1:6] == [
         "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     base = stages.base_model(cfg)
     dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
@@ -41,8 +41,8 @@ def test_two_processes_train_one_adapter_on_different_examples(tmp_path):
 def test_accelerate_launcher_without_gpus_says_to_use_torchrun(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA to check the CPU error")
-    tc = load_config(write_config(tmp_path, SAMPLE_RAW, train={**TRAIN, "launcher": "accelerate"})).section("train")
+    tc = load_config(write_config(tmp_path, SAMPLE_RAW, train={**TRAIN, "launcher": "accelerate"})).train
     with pytest.raises(RuntimeError, match="use train.launcher: torchrun for several CPU processes"):
         child_command("python", tmp_path / "spec.json", tc)
-    on_pod = child_command("python", tmp_path / "spec.json", {**tc, "runner": "k8s"})  # the pod has the GPUs
+    on_pod = child_command("python", tmp_path / "spec.json", tc.model_copy(update={"runner": "k8s"}))  # the pod has the GPUs
     assert on_pod[1:5] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes"]

@@ -22,7 +22,7 @@ POD = {"image": "registry.example.com/finetune-pipeline:2026-11-30", "volume_cla
 
 
 def _train(tmp_path, **train):
-    return load_config(write_config(tmp_path, SAMPLE_RAW, train={"runner": "k8s", "pod": POD, **train})).section("train")
+    return load_config(write_config(tmp_path, SAMPLE_RAW, train={"runner": "k8s", "pod": POD, **train})).train
 
 
 def test_pod_runs_the_same_child_command_with_gpus_and_the_shared_volume(tmp_path):

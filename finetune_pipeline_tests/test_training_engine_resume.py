@@ -20,11 +20,11 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.training.engine import (
     ORDER_FILE,
-    TrainSpec,
     child_command,
     last_complete_checkpoint,
     train_model,
 )
+from finetune_pipeline.lib.training.spec import TrainSpec
 from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
 
 # A small val split keeps the evals cheap; patience 0 so nothing stops early.

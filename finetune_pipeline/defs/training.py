@@ -12,8 +12,9 @@ from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, l
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.models.merge import merged_matches_adapter
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.training.engine import TrainSpec, child_command
+from finetune_pipeline.lib.training.engine import child_command
 from finetune_pipeline.lib.training.pod import pod_run_args
+from finetune_pipeline.lib.training.spec import TrainSpec
 
 MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")
 
@@ -39,10 +40,10 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
     def launch(spec_path: Path) -> dict:
         # One process, or train.num_processes under torchrun/accelerate; rank 0 talks Pipes.
         tc = TrainSpec.load(spec_path).train
-        if tc["runner"] == "k8s":  # the same child on its own GPU pod
+        if tc.runner == "k8s":  # the same child on its own GPU pod
             from dagster_k8s import PipesK8sClient
 
-            client = PipesK8sClient(load_incluster_config=tc["pod"]["in_cluster"])
+            client = PipesK8sClient(load_incluster_config=tc.pod.in_cluster)
             invocation = client.run(context=context, **pod_run_args(tc, spec_path))
         else:
             command = child_command(sys.executable, spec_path, tc)

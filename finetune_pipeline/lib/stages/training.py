@@ -20,12 +20,8 @@ from finetune_pipeline.lib.training.detached import (
     detach,
     forget_checkpoints,
 )
-from finetune_pipeline.lib.training.engine import (
-    TrainSpec,
-    child_command,
-    require_cuda_for,
-    training_method,
-)
+from finetune_pipeline.lib.training.engine import child_command, require_cuda_for
+from finetune_pipeline.lib.training.spec import TrainSpec
 
 # Runs the training child for a spec file and returns its result dict.
 Launcher = Callable[[Path], dict[str, Any]]
@@ -48,7 +44,7 @@ def training_work_dir(cfg: PipelineConfig, key: str) -> Path:
 def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, launch: Launcher = launch_subprocess,
                  run_id: str | None = None, log: Log = print) -> ArtifactRef:
     train_cfg = cfg.section("train")
-    require_cuda_for(training_method(train_cfg))  # before anything is loaded or launched
+    require_cuda_for(cfg.train.effective_method)  # before anything is loaded or launched
     inputs = [base.as_input(), dataset.as_input()]
     # Where the child runs (subprocess or a k8s pod) does not change what it trains.
     trained = {k: v for k, v in train_cfg.items() if k not in ("runner", "pod")}
@@ -82,18 +78,18 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
             val_file=str(Path(dataset.path) / "val.jsonl"),
             output_dir=str(out.dir),
             work_dir=str(work),
-            train=train_cfg,
+            train=cfg.train,
             trust_remote_code=cfg.model.base_model in cfg.model.trust_remote_code_allow,
             general_file=str(general_file) if general_file else None,
         )
         if detached:  # the pod shares no folder with this run: it pulls its inputs, uploads its output
             spec = detach(spec, store.remote, key, [("base_model", base.key), ("training_dataset", dataset.key)])
         spec_path = work / "spec.json"
-        spec_path.write_text(json.dumps(spec.__dict__))
+        spec_path.write_text(spec.dump())
         result = launch(spec_path)
         if detached:
             log(f"lora_adapter: {len(collect_result(spec, store.remote, out.dir))} file(s) back from the training pod")
-        weights = "model.safetensors" if training_method(train_cfg) == "full" else "adapter_model.safetensors"
+        weights = "model.safetensors" if cfg.train.effective_method == "full" else "adapter_model.safetensors"
         if not any(out.dir.glob(weights.replace(".safetensors", "*.safetensors"))):
             raise RuntimeError(f"training child exited without saving {weights}; checkpoints kept in {work}")
         out.info.update(result)

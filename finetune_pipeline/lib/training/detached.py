@@ -23,40 +23,40 @@ FINETUNE_PIPELINE_ARTIFACTS_MIRROR names another folder (e.g. node-local disk).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import uuid
 from pathlib import Path
 
 from finetune_pipeline.lib.storage.object_store import RemoteArtifacts, remote_for
-from finetune_pipeline.lib.training.engine import SEEN_LOG, TrainSpec, rank
+from finetune_pipeline.lib.training.engine import SEEN_LOG, rank
+from finetune_pipeline.lib.training.spec import DetachedRemote, TrainSpec
 
 MIRROR_ENV = "FINETUNE_PIPELINE_ARTIFACTS_MIRROR"
 
 
 def detach(spec: TrainSpec, remote: RemoteArtifacts, key: str, pulls: list[tuple[str, str]]) -> TrainSpec:
     """The run's spec, plus what a pod without the run's folders needs to train it."""
-    return dataclasses.replace(spec, remote={
+    return spec.model_copy(update={"remote": DetachedRemote(
         **remote.describe(),
-        "pull": [list(p) for p in pulls],
-        "output": f"lora_adapter/.pod-outputs/{key}-{uuid.uuid4().hex[:8]}",
-        "work": Path(spec.work_dir).resolve().relative_to(remote.mirror).as_posix(),  # checkpoints
-    })
+        pull=pulls,
+        output=f"lora_adapter/.pod-outputs/{key}-{uuid.uuid4().hex[:8]}",
+        work=Path(spec.work_dir).resolve().relative_to(remote.mirror).as_posix(),  # checkpoints
+    )})
 
 
 def _remote(spec: TrainSpec, mirror: Path) -> RemoteArtifacts:
-    return remote_for(spec.remote["url"], mirror, spec.remote.get("options"))
+    return remote_for(spec.remote.url, mirror, spec.remote.options)
 
 
 def prepare(spec: TrainSpec) -> TrainSpec:
     """In the pod: pull the inputs into this pod's mirror and point the spec at them."""
-    run_mirror = Path(spec.remote["mirror"])
+    run_mirror = Path(spec.remote.mirror)
     mirror = Path(os.environ.get(MIRROR_ENV) or run_mirror).resolve()
     remote = _remote(spec, mirror)
-    for asset, key in spec.remote["pull"]:
+    for asset, key in spec.remote.pull:
         if remote.pull(asset, key) is None:
-            raise FileNotFoundError(f"{spec.remote['url']}/{asset}/{key}: not in the bucket; the training "
+            raise FileNotFoundError(f"{spec.remote.url}/{asset}/{key}: not in the bucket; the training "
                                     "pod cannot get its input")
 
     def here(path: str) -> str:
@@ -66,10 +66,10 @@ def prepare(spec: TrainSpec) -> TrainSpec:
     work = Path(here(spec.work_dir))
     # The checkpoints an earlier pod uploaded, for the trainer to resume from: rank 0 downloads,
     # the other ranks of this pod (torchrun) wait for its marker (no process group exists yet).
-    done = work / f".checkpoints-pulled-{spec.remote['output'].rsplit('-', 1)[-1]}"
+    done = work / f".checkpoints-pulled-{spec.remote.output.rsplit('-', 1)[-1]}"
     if rank() == 0:
         work.mkdir(parents=True, exist_ok=True)
-        remote.get_folder(spec.remote["work"], work)
+        remote.get_folder(spec.remote.work, work)
         done.touch()
     else:
         deadline = time.monotonic() + 3600
@@ -77,19 +77,19 @@ def prepare(spec: TrainSpec) -> TrainSpec:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rank {rank()}: rank 0 never finished downloading checkpoints into {work}")
             time.sleep(0.5)
-    return dataclasses.replace(
-        spec, base_model_dir=here(spec.base_model_dir), train_file=here(spec.train_file),
+    return spec.model_copy(update=dict(
+        base_model_dir=here(spec.base_model_dir), train_file=here(spec.train_file),
         val_file=here(spec.val_file), work_dir=str(work),
         # The run's output folder is a temporary folder of the run's machine; train into one of ours.
         output_dir=str(mirror / "lora_adapter" / f".pod-output-{uuid.uuid4().hex[:8]}"),
-        remote={**spec.remote, "mirror": str(mirror)})
+        remote=spec.remote.model_copy(update={"mirror": str(mirror)})))
 
 
 def upload_result(spec: TrainSpec) -> int:
     """In the pod, after training: upload the output folder; the number of files."""
     out = Path(spec.output_dir)
     rels = [p.relative_to(out).as_posix() for p in sorted(out.rglob("*")) if p.is_file()]
-    _remote(spec, Path(spec.remote["mirror"])).put_files(out, rels, spec.remote["output"])
+    _remote(spec, Path(spec.remote.mirror)).put_files(out, rels, spec.remote.output)
     return len(rels)
 
 
@@ -97,8 +97,8 @@ def checkpoint_upload(spec: TrainSpec, report):
     """A TrainerCallback for the pod: after each checkpoint is saved, copy it to the bucket."""
     from transformers import TrainerCallback
 
-    remote = _remote(spec, Path(spec.remote["mirror"]))
-    work_rel = spec.remote["work"]
+    remote = _remote(spec, Path(spec.remote.mirror))
+    work_rel = spec.remote.work
 
     class CheckpointUpload(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
@@ -126,11 +126,11 @@ def checkpoint_upload(spec: TrainSpec, report):
 
 def collect_result(spec: TrainSpec, remote: RemoteArtifacts, into: Path) -> list[str]:
     """In the run: download what the pod uploaded into `into`, then delete it from the bucket."""
-    names = remote.get_folder(spec.remote["output"], into)
-    remote.remove_state(spec.remote["output"])
+    names = remote.get_folder(spec.remote.output, into)
+    remote.remove_state(spec.remote.output)
     return names
 
 
 def forget_checkpoints(spec: TrainSpec, remote: RemoteArtifacts) -> None:
     """In the run, once the artifact exists: the pod's checkpoints are no longer needed."""
-    remote.remove_state(spec.remote["work"])
+    remote.remove_state(spec.remote.work)

@@ -26,49 +26,24 @@ import re
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from finetune_pipeline.lib.data.cleaning import read_split
 from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
 from finetune_pipeline.lib.training.collate import tokenize_chat, tokenize_records
+from finetune_pipeline.lib.training.config import LoraConfig, TrainConfig
 from finetune_pipeline.lib.training.packing import (
     EXAMPLE_ID,
     choose_batching,
     label_only_loss,
 )
+from finetune_pipeline.lib.training.spec import TrainSpec
 
 Report = Callable[[str], None]
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 SEEN_LOG = "examples_seen.rank{rank}.jsonl"  # in the work dir, one line per micro-batch
 ORDER_FILE = "examples_seen.jsonl"  # in the artifact: the final, de-duplicated training order
-
-
-@dataclass
-class TrainSpec:
-    base_model_dir: str
-    train_file: str
-    val_file: str
-    output_dir: str  # the adapter (or full model) is saved here, alone
-    work_dir: str  # checkpoints and logs; survives the child so a retry can resume
-    train: dict[str, Any]  # TrainConfig as a dict
-    trust_remote_code: bool = False
-    general_file: str | None = None  # general-instruction JSONL, mixed in at train.general_mix_ratio
-    # Set when the child runs where the run's folders are not (detached_training.py): the bucket, what to pull.
-    remote: dict[str, Any] | None = None
-
-    @classmethod
-    def load(cls, path_or_json: Path | str) -> "TrainSpec":
-        """From a spec file, or from the spec itself as JSON text (a pod's command line carries it inline)."""
-        text = str(path_or_json)
-        return cls(**json.loads(text if text.lstrip().startswith("{") else Path(text).read_text()))
-
-
-def training_method(tc: dict[str, Any]) -> str:
-    """lora, qlora or full; `quantization: nf4` (the older spelling) means qlora."""
-    method = tc.get("method", "lora")
-    return "qlora" if method == "lora" and tc.get("quantization", "none") == "nf4" else method
 
 
 def require_cuda_for(method: str) -> None:
@@ -89,14 +64,14 @@ def require_cuda_for(method: str) -> None:
         raise RuntimeError("QLoRA needs bitsandbytes: pip install 'finetune_pipeline[gpu]'") from e
 
 
-def child_command(python: str, spec_path: Path | str, tc: dict[str, Any]) -> list[str]:
+def child_command(python: str, spec_path: Path | str, tc: TrainConfig) -> list[str]:
     """The command that runs the training child: one process, or N under torchrun / accelerate launch."""
     child = ["-m", "finetune_pipeline.train_child", str(spec_path)]
-    n = int(tc.get("num_processes", 1))
+    n = tc.num_processes
     if n <= 1:
         return [python, *child]
-    if tc.get("launcher", "torchrun") == "accelerate":
-        if tc.get("runner", "subprocess") == "subprocess":
+    if tc.launcher == "accelerate":
+        if tc.runner == "subprocess":
             import torch
 
             if not torch.cuda.is_available():
@@ -201,22 +176,21 @@ def _load_for_training(spec: TrainSpec, method: str, gradient_checkpointing: boo
     return load_model(Path(spec.base_model_dir), trust_remote_code=spec.trust_remote_code)
 
 
-def _with_adapter(model, method: str, tc: dict[str, Any]):
+def _with_adapter(model, method: str, lora: LoraConfig):
     if method == "full":
         return model
-    from peft import LoraConfig, get_peft_model
+    import peft
 
-    lora = tc["lora"]
-    return get_peft_model(model, LoraConfig(
-        r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"], task_type="CAUSAL_LM",
+    return peft.get_peft_model(model, peft.LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=lora.target_modules, task_type="CAUSAL_LM",
     ))
 
 
 def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None = None) -> dict[str, Any]:
     """Train as `spec` says; `callbacks` are extra TrainerCallbacks (the benchmark's meter)."""
     tc = spec.train
-    method = training_method(tc)
+    method = tc.effective_method
     require_cuda_for(method)
 
     import torch
@@ -232,65 +206,65 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
 
     work_dir = Path(spec.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(tc["seed"])
+    set_seed(tc.seed)
     tokenizer = load_tokenizer(Path(spec.base_model_dir))
     task_records = read_split(Path(spec.train_file))
     if not task_records:
         raise ValueError(f"{spec.train_file}: no training examples")
     train_rows = _rows(tokenizer, task_records)
     general = []
-    if tc.get("general_mix_ratio", 0) > 0:
+    if tc.general_mix_ratio > 0:
         if not spec.general_file:
             raise ValueError("train.general_mix_ratio > 0 but no general-instruction file was given")
         general = general_mix(read_general_examples(Path(spec.general_file)), len(task_records),
-                              tc["general_mix_ratio"], tc["seed"])
+                              tc.general_mix_ratio, tc.seed)
         train_rows += _rows(tokenizer, general, start_id=len(train_rows))
     val_rows = tokenize_records(tokenizer, read_split(Path(spec.val_file)))
 
-    model = _load_for_training(spec, method, tc.get("gradient_checkpointing", False))
+    model = _load_for_training(spec, method, tc.gradient_checkpointing)
     # A KV cache is useless in training, and with one the masking utils would
     # not build the per-example (block-diagonal) mask of a packed row.
     model.config.use_cache = False
-    model = _with_adapter(model, method, tc)
+    model = _with_adapter(model, method, tc.lora)
     trainable, total = model.get_nb_trainable_parameters() if method != "full" else (
         sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
-    label = {"lora": f"LoRA r={tc['lora']['r']}", "qlora": f"QLoRA (nf4) r={tc['lora']['r']}", "full": "full"}[method]
+    label = {"lora": f"LoRA r={tc.lora.r}", "qlora": f"QLoRA (nf4) r={tc.lora.r}", "full": "full"}[method]
     report(f"{label}: {trainable:,} trainable of {total:,} parameters; {len(task_records)} train"
            f"{f' + {len(general)} general' if general else ''} / {len(val_rows)} val examples")
 
-    packing, collator = choose_batching(model, tokenizer, train_rows, tc.get("packing", "auto"), report)
+    packing, collator = choose_batching(model, tokenizer, train_rows, tc.packing, report)
 
     has_val = bool(val_rows)
-    patience = int(tc.get("early_stopping_patience", 0))
+    patience = tc.early_stopping_patience
     on_gpu = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     args = TrainingArguments(
         output_dir=str(work_dir),
-        num_train_epochs=tc["epochs"],
-        max_steps=tc["max_steps"],
-        per_device_train_batch_size=tc["batch_size"],
-        per_device_eval_batch_size=tc["batch_size"],
-        gradient_accumulation_steps=tc["gradient_accumulation_steps"],
-        learning_rate=tc["learning_rate"],
-        warmup_steps=float(tc["warmup_ratio"]),  # a float in [0, 1) is a ratio of total steps
+        num_train_epochs=tc.epochs,
+        max_steps=tc.max_steps,
+        per_device_train_batch_size=tc.batch_size,
+        per_device_eval_batch_size=tc.batch_size,
+        gradient_accumulation_steps=tc.gradient_accumulation_steps,
+        learning_rate=tc.learning_rate,
+        warmup_steps=float(tc.warmup_ratio),  # a float in [0, 1) is a ratio of total steps
         lr_scheduler_type="cosine",
         optim="paged_adamw_32bit" if method == "qlora" else "adamw_torch",
-        logging_steps=tc["logging_steps"],
+        logging_steps=tc.logging_steps,
         eval_strategy="steps" if has_val else "no",
-        eval_steps=tc["eval_steps"],
+        eval_steps=tc.eval_steps,
         prediction_loss_only=True,
         save_strategy="steps",
-        save_steps=tc.get("save_steps") or tc["eval_steps"],
-        save_total_limit=tc.get("save_total_limit", 2),
+        save_steps=tc.save_steps or tc.eval_steps,
+        save_total_limit=tc.save_total_limit,
         load_best_model_at_end=has_val,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         # Early stopping's patience counter is resumed with the checkpoint.
         restore_callback_states_from_checkpoint=True,
-        torch_compile=tc.get("torch_compile", False),
+        torch_compile=tc.torch_compile,
         report_to=[],
-        seed=tc["seed"],
-        data_seed=tc["seed"],
+        seed=tc.seed,
+        data_seed=tc.seed,
         use_cpu=not on_gpu,
         bf16=on_gpu and torch.cuda.is_bf16_supported(),
         ddp_backend=None if on_gpu or world == 1 else "gloo",
@@ -303,7 +277,7 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
         dataloader_num_workers=0,
         disable_tqdm=True,
         remove_unused_columns=False,
-        **_checkpointing_args(tc.get("gradient_checkpointing", False)),
+        **_checkpointing_args(tc.gradient_checkpointing),
     )
     remove_incomplete_checkpoints(work_dir, report)
     resume = last_complete_checkpoint(work_dir)
