@@ -89,7 +89,7 @@ def test_config_resolves_paths_against_its_own_folder(tmp_path):
 def test_config_unknown_field_is_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lora:\n    rank: 8\n")
-    with pytest.raises(ConfigError, match=r"c\.yaml\.train\.lora: unknown field\(s\) \['rank'\]"):
+    with pytest.raises(ConfigError, match=r"c\.yaml: train\.lora has unknown field\(s\) \['rank'\]"):
         load_config(path)
 
 

@@ -52,11 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--examples", type=int, default=3, metavar="N",
                        help="print the first N quarantined rows of each reason (default 3)")
     check.set_defaults(func="check_data:cmd_check_data")
+    check_config = sub.add_parser("check-config", help="validate a config file without running anything: a one-line "
+                                                        "summary, or one line per problem (exit 2)")
+    check_config.add_argument("file", nargs="?", metavar="FILE", help="config YAML, e.g. configs/demo.yaml")
+    check_config.add_argument("--schema", action="store_true",
+                              help="print the config's JSON Schema (configs/pipeline.schema.json) instead")
+    check_config.set_defaults(func="check_config:cmd_check_config")
     args = parser.parse_args(argv)
     try:
         return _command(args.func)(args)
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
-        print(f"finetune-pipeline {args.command}: error: {e}", file=sys.stderr)
+        # A config error has one line per problem; each gets the prefix, so each reads on its own.
+        for line in e.lines if isinstance(e, ConfigError) else [str(e)]:
+            print(f"finetune-pipeline {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from finetune_pipeline.lib.config import ColumnMapping, DataConfig
 from finetune_pipeline.lib.data.cleaning import CleanResult, clean
+from finetune_pipeline.lib.data.config import ColumnMapping, DataConfig
 from finetune_pipeline.lib.data.raw_files import (
     RAW_SUFFIXES,
     RawDataError,

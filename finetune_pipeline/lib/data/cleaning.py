@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from finetune_pipeline.lib.config import ColumnMapping, DataConfig
 from finetune_pipeline.lib.data import formats
+from finetune_pipeline.lib.data.config import ColumnMapping, DataConfig
 from finetune_pipeline.lib.data.raw_files import RawRow
 from finetune_pipeline.lib.data.row_errors import RowError, described, json_type
 from finetune_pipeline.lib.data.splits import UNUSED, hash_split, sample_per_class

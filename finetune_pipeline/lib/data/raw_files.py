@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.config import ColumnMapping
 from finetune_pipeline.lib.data import formats
+from finetune_pipeline.lib.data.config import ColumnMapping
 from finetune_pipeline.lib.data.row_errors import json_type
 
 RAW_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}

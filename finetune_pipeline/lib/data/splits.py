@@ -12,7 +12,7 @@ import random
 from collections import defaultdict
 from typing import Any, Protocol
 
-from finetune_pipeline.lib.config import SplitConfig
+from finetune_pipeline.lib.data.config import SplitConfig
 from finetune_pipeline.lib.evaluation.classification import label_of
 
 UNUSED = "unused"  # kept and valid, but not drawn by few-shot sampling
