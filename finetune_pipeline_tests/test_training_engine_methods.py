@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import ConfigError, TrainConfig, load_config
+from finetune_pipeline.lib.data.general_instructions import read_general_examples
 from finetune_pipeline.lib.models.base_models import load_model
 from finetune_pipeline.lib.training.engine import (
     ORDER_FILE,
-    read_general_examples,
     train_model,
 )
 from finetune_pipeline.lib.training.spec import TrainSpec

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune_pipeline.lib.data import formats
+from finetune_pipeline.lib.data.chat_format import ChatIssue, ChatRules, message_issues
 from finetune_pipeline.lib.data.config import ColumnMapping, DataConfig
 from finetune_pipeline.lib.data.raw_files import RawRow
 from finetune_pipeline.lib.data.row_errors import RowError, described, json_type
@@ -28,6 +29,7 @@ SPLITS = ("train", "val", "test")
 ROLES = {"system", "user", "assistant"}
 # Keys OpenAI's chat fine-tuning format accepts on a message.
 MESSAGE_KEYS = {"role", "content", "name", "weight"}
+CHAT_RULES = ChatRules(roles=frozenset(ROLES), message_keys=frozenset(MESSAGE_KEYS))
 
 
 @dataclass
@@ -96,24 +98,31 @@ def to_messages(data: dict[str, Any], mapping: ColumnMapping) -> list[dict[str, 
 
 
 def check_chat_format(messages: list[Any]) -> None:
-    """OpenAI's chat fine-tuning rules: roles, keys, non-empty text, an assistant turn."""
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise RowError("bad_message", f"message {i} is {described(m)}, not an object")
-        unknown = set(m) - MESSAGE_KEYS
-        if unknown:
-            raise RowError("unrecognized_key", f"message {i} has unrecognised key(s) {sorted(unknown)}")
-        if m.get("role") not in ROLES:
-            raise RowError("unknown_role", f"message {i} has role {m.get('role')!r}; allowed: {sorted(ROLES)}")
-        content = m.get("content")
-        if not isinstance(content, str):
-            raise RowError("bad_content", f"message {i} ({m['role']}) content is {described(content)}, not text")
-        if not content.strip():
-            raise RowError("empty_content", f"message {i} ({m['role']}) has empty content")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise RowError("no_assistant_turn", "no assistant message to learn from")
-    if not any(m["role"] == "user" for m in messages):
-        raise RowError("no_user_turn", "no user message")
+    """OpenAI's chat fine-tuning rules: roles, keys, non-empty text, an assistant turn; the first problem is raised."""
+    for issue in message_issues(messages, CHAT_RULES):
+        if (error := _row_error(issue, messages)) is not None:
+            raise error
+
+
+def _row_error(issue: ChatIssue, messages: list[Any]) -> RowError | None:
+    """An issue in the quarantine's words (rule name and message); None for one these rules let pass."""
+    i, value = issue.message, issue.value
+    match issue.kind:
+        case "message_not_object":
+            return RowError("bad_message", f"message {i} is {described(value)}, not an object")
+        case "unknown_key":
+            return RowError("unrecognized_key", f"message {i} has unrecognised key(s) {value}")
+        case "unknown_role":
+            return RowError("unknown_role", f"message {i} has role {value!r}; allowed: {sorted(ROLES)}")
+        case "content_not_text":
+            return RowError("bad_content", f"message {i} ({messages[i]['role']}) content is {described(value)}, not text")
+        case "empty_content" | "blank_content":
+            return RowError("empty_content", f"message {i} ({messages[i]['role']}) has empty content")
+        case "no_assistant_turn":
+            return RowError("no_assistant_turn", "no assistant message to learn from")
+        case "no_user_turn":
+            return RowError("no_user_turn", "no user message")
+    return None  # missing_key (reported as unknown_role / bad_content), last_turn_not_assistant
 
 
 def check_seed_rules(messages: list[dict[str, str]], cfg: DataConfig) -> None:

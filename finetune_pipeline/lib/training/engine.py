@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune_pipeline.lib.data.cleaning import read_split
+from finetune_pipeline.lib.data.general_instructions import general_mix, read_general_examples
 from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
 from finetune_pipeline.lib.training.collate import tokenize_chat, tokenize_records
 from finetune_pipeline.lib.training.config import LoraConfig, TrainConfig
@@ -122,35 +122,6 @@ def remove_incomplete_checkpoints(work_dir: Path, report: Report) -> None:
 
 
 # --- data --------------------------------------------------------------------
-
-def read_general_examples(path: Path) -> list[dict[str, Any]]:
-    """Chat records from a general-instruction JSONL; a bad row is an error naming file, row and rule."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
-            messages = row.get("messages") if isinstance(row, dict) else None
-            if (not isinstance(messages, list) or not messages
-                    or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
-                               and m.get("role") in ("system", "user", "assistant") for m in messages)):
-                raise ValueError(f"{path}:{n}: needs a 'messages' list of {{role, content}} turns "
-                                 "(roles system, user, assistant)")
-            if messages[-1]["role"] != "assistant":
-                raise ValueError(f"{path}:{n}: the last turn must be the assistant's answer")
-            records.append({"messages": messages})
-    return records
-
-
-def general_mix(records: list[dict[str, Any]], n_task: int, ratio: float, seed: int) -> list[dict[str, Any]]:
-    """round(ratio * n_task) general examples, drawn without replacement with the run's seed."""
-    n = min(round(ratio * n_task), len(records))
-    return random.Random(seed).sample(records, n)
-
 
 def _rows(tokenizer, records: list[dict[str, Any]], start_id: int = 0) -> list[dict[str, Any]]:
     return [{**tokenize_chat(tokenizer, r["messages"]), EXAMPLE_ID: start_id + i} for i, r in enumerate(records)]

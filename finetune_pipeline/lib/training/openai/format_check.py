@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Callable
 from unittest import mock
 
+from finetune_pipeline.lib.data import chat_format
+
 RULES = (
     "invalid_json", "data_type", "missing_messages_list", "example_unrecognized_key", "message_missing_key",
     "message_unrecognized_key", "unrecognized_role", "missing_content", "example_missing_assistant_message",
@@ -41,6 +43,8 @@ RULES = (
 EXAMPLE_KEYS = {"messages", "tools", "functions", "parallel_tool_calls"}
 MESSAGE_KEYS = {"role", "content", "name", "function_call", "tool_calls", "tool_call_id", "weight"}
 ROLES = {"system", "user", "assistant", "function", "tool"}
+OPENAI_CHAT = chat_format.ChatRules(roles=frozenset(ROLES), message_keys=frozenset(MESSAGE_KEYS),
+                                    example_keys=frozenset(EXAMPLE_KEYS), calls_replace_content=True)
 
 # The cookbook's default-epoch heuristic, used to estimate the cost of n_epochs="auto".
 TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
@@ -141,32 +145,34 @@ def expected_epochs(n_examples: int, n_epochs: int | str) -> int:
 
 def example_issues(example: Any) -> list[tuple[str, str]]:
     """(rule, message) for each way one parsed line breaks the format; the cookbook's checks."""
-    if not isinstance(example, dict):
-        return [("data_type", f"each line must be a JSON object, got {type(example).__name__}")]
-    messages = example.get("messages")
-    if not messages or not isinstance(messages, list):
-        return [("missing_messages_list", "no non-empty 'messages' list")]
-    out: list[tuple[str, str]] = []
-    unknown = sorted(set(example) - EXAMPLE_KEYS)
-    if unknown:
-        out.append(("example_unrecognized_key", f"unrecognized key(s) {unknown}; allowed: {sorted(EXAMPLE_KEYS)}"))
-    for n, message in enumerate(messages, 1):
-        if not isinstance(message, dict):
-            out.append(("data_type", f"message {n} must be a JSON object, got {type(message).__name__}"))
-            continue
-        if "role" not in message or "content" not in message:
-            out.append(("message_missing_key", f"message {n} lacks 'role' or 'content'"))
-        if unknown := sorted(set(message) - MESSAGE_KEYS):
-            out.append(("message_unrecognized_key", f"message {n} has unrecognized key(s) {unknown}"))
-        if message.get("role") not in ROLES:
-            out.append(("unrecognized_role", f"message {n} has role {message.get('role')!r}; allowed: {sorted(ROLES)}"))
-        content = message.get("content")
-        calls = message.get("function_call") or message.get("tool_calls")
-        if not calls and (not content or not isinstance(content, str)):
-            out.append(("missing_content", f"message {n} ({message.get('role')}) has no text content"))
-    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
-        out.append(("example_missing_assistant_message", "no message with role 'assistant' to learn from"))
-    return out
+    issues = chat_format.example_issues(example, OPENAI_CHAT)
+    messages = example.get("messages") if isinstance(example, dict) else None
+    return [problem for issue in issues if (problem := _cookbook_rule(issue, messages)) is not None]
+
+
+def _cookbook_rule(issue: chat_format.ChatIssue, messages: Any) -> tuple[str, str] | None:
+    """An issue in the cookbook's words; None for what OpenAI accepts (blank text, no user turn)."""
+    n, value = None if issue.message is None else issue.message + 1, issue.value
+    match issue.kind:
+        case "example_not_object":
+            return "data_type", f"each line must be a JSON object, got {type(value).__name__}"
+        case "no_messages":
+            return "missing_messages_list", "no non-empty 'messages' list"
+        case "example_unknown_key":
+            return "example_unrecognized_key", f"unrecognized key(s) {value}; allowed: {sorted(EXAMPLE_KEYS)}"
+        case "message_not_object":
+            return "data_type", f"message {n} must be a JSON object, got {type(value).__name__}"
+        case "missing_key":
+            return "message_missing_key", f"message {n} lacks 'role' or 'content'"
+        case "unknown_key":
+            return "message_unrecognized_key", f"message {n} has unrecognized key(s) {value}"
+        case "unknown_role":
+            return "unrecognized_role", f"message {n} has role {value!r}; allowed: {sorted(ROLES)}"
+        case "content_not_text" | "empty_content":
+            return "missing_content", f"message {n} ({messages[n - 1].get('role')}) has no text content"
+        case "no_assistant_turn":
+            return "example_missing_assistant_message", "no message with role 'assistant' to learn from"
+    return None
 
 
 def count_chat_tokens(messages: list[dict[str, Any]], count: Callable[[str], int]) -> int:
