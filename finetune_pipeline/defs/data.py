@@ -6,6 +6,7 @@ import dagster as dg
 from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.data.cleaning import inputs_shared_between_splits, read_split
+from finetune_pipeline.lib.reporting.markdown import markdown_table
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 
@@ -14,8 +15,8 @@ from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 def raw_examples(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
     ref = stages.raw_examples(settings.load(), context.run_id, log_to(context))
     files = ref.info["files"]
-    table = "| file | rows | sha256 |\n|---|---|---|\n" + "\n".join(
-        f"| {name} | {f['rows']} | {f['sha256'][:12]} |" for name, f in files.items())
+    table = markdown_table(["file", "rows", "sha256"],
+                           ([name, f["rows"], f["sha256"][:12]] for name, f in files.items()))
     return artifact_output(ref, raw_rows=ref.info["raw_rows"], files=dg.MetadataValue.md(table))
 
 
@@ -26,8 +27,8 @@ def training_dataset(context: dg.AssetExecutionContext, settings: PipelineSettin
     ref = stages.training_dataset(settings.load(), raw_examples, base_model, context.run_id, log_to(context))
     info = ref.info
     sample = read_split(ref.dir / "train.jsonl")[:5]
-    sample_md = "| input | output |\n|---|---|\n" + "\n".join(
-        f"| {_cell(r['messages'][-2]['content'])} | {_cell(r['messages'][-1]['content'])} |" for r in sample)
+    sample_md = markdown_table(["input", "output"], ([r["messages"][-2]["content"], r["messages"][-1]["content"]]
+                                                     for r in sample), max_width=80)
     return artifact_output(
         ref,
         raw_rows=info["raw_rows"], kept=info["kept"], quarantined=info["quarantined"],
@@ -37,11 +38,6 @@ def training_dataset(context: dg.AssetExecutionContext, settings: PipelineSettin
         sample=dg.MetadataValue.md(sample_md),
         quarantine=dg.MetadataValue.path(str(ref.dir / "quarantine.jsonl")),
     )
-
-
-def _cell(text: str, width: int = 80) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dg.asset_check(asset=training_dataset, blocking=True,

@@ -6,7 +6,6 @@ the same file. `FINETUNE_PIPELINE_CONFIG` picks another one (e.g. for tests).
 """
 
 
-import base64
 import os
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import dagster as dg
 
 from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from finetune_pipeline.lib.reporting.markdown import png_markdown  # noqa: F401  (defs modules import it from here)
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 CONFIG_ENV = "FINETUNE_PIPELINE_CONFIG"
@@ -50,8 +50,3 @@ def artifact_output(ref: ArtifactRef, **metadata) -> dg.Output:
 
 def log_to(context: dg.AssetExecutionContext):
     return context.log.info
-
-
-def png_markdown(path: Path, alt: str) -> str:
-    """A PNG inlined in markdown metadata, which the UI renders on the asset page."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"

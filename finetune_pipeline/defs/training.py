@@ -1,8 +1,6 @@
 """Training stage: base model, LoRA adapter (a Pipes child), merged model."""
 
 
-import base64
-import io
 import sys
 from pathlib import Path
 
@@ -11,6 +9,8 @@ import dagster as dg
 from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.models.merge import merged_matches_adapter
+from finetune_pipeline.lib.reporting.charts import loss_curve_png
+from finetune_pipeline.lib.reporting.markdown import png_markdown
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.training.engine import child_command
 from finetune_pipeline.lib.training.pod import pod_run_args
@@ -69,30 +69,8 @@ def _training_metadata(info: dict) -> dict:
     if info.get("padding_fraction") is not None:
         metadata["padding_fraction"] = dg.MetadataValue.float(float(info["padding_fraction"]))
     if info.get("loss_curve"):
-        metadata["loss_curve"] = dg.MetadataValue.md(_loss_curve_markdown(info["loss_curve"]))
+        metadata["loss_curve"] = dg.MetadataValue.md(png_markdown(loss_curve_png(info["loss_curve"]), "loss curve"))
     return metadata
-
-
-def _loss_curve_markdown(curve: list[dict]) -> str:
-    """A PNG loss curve embedded in markdown, which the UI renders inline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
-    for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
-        points = [(p["step"], p[key]) for p in curve if key in p]
-        if points:
-            ax.plot(*zip(*points), marker="o" if key == "eval_loss" else None, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f"![loss curve](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
 @dg.asset(group_name="training", kinds={"peft", "safetensors"}, code_version=stages.CODE_VERSIONS["merged_model"],

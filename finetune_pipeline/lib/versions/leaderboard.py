@@ -18,6 +18,7 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib import stores as storage
 from finetune_pipeline.lib.config import CostConfig, PipelineConfig
 from finetune_pipeline.lib.evaluation.backends import BackendError
+from finetune_pipeline.lib.reporting.markdown import fmt, markdown_table
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef, read_lineage
 from finetune_pipeline.lib.storage.hashing import recipe_key
 from finetune_pipeline.lib.versions.costs import (
@@ -109,23 +110,13 @@ def best(board: dict[str, Any]) -> dict[str, Any] | None:
 def markdown(board: dict[str, Any]) -> str:
     metrics = board["metrics"]
     head = ["rank", "version", "kind", *metrics, "n", "eval set", "train s", "tokens trained", "device-h", "est. $"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in board["rows"]:
-        cells = [str(r["rank"]), r["version"], r["kind"], *(_fmt(r["metrics"].get(m)) for m in metrics),
-                 str(r["metrics"].get("n", "")), board["eval_set"], _fmt(r["train_seconds"], 1),
-                 _fmt(r["tokens_trained"]), _fmt(r["device_hours"], 4), _fmt(r["cost_usd"], 4)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = [markdown_table(head, ([r["rank"], r["version"], r["kind"], *(r["metrics"].get(m) for m in metrics),
+                                    r["metrics"].get("n", ""), board["eval_set"], fmt(r["train_seconds"], 1),
+                                    r["tokens_trained"], fmt(r["device_hours"], 4), fmt(r["cost_usd"], 4)]
+                                   for r in board["rows"]))]
     for key, why in board["missing"].items():
         lines.append(f"\n*{key}: {why}*")
     return "\n".join(lines)
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
 
 
 def confusion_field(board: dict[str, Any], configured: str) -> str | None:

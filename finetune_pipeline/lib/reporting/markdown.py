@@ -1,0 +1,43 @@
+"""Markdown for metadata and reports: one table builder, and PNGs inlined so the Dagster UI shows them."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+
+def fmt(value: object, digits: int = 3) -> str:
+    """A cell's text: floats to `digits` places, None as "-", anything else as str()."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], max_width: int | None = None) -> str:
+    """A GitHub markdown table; cells go through `fmt`, pipes and newlines are escaped, long text is cut."""
+
+    def cell(value: object) -> str:
+        text = fmt(value).replace("|", "\\|").replace("\n", " ")
+        return text if max_width is None or len(text) <= max_width else text[: max_width - 1] + "…"
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None) -> str:
+    """{version: {metric: value}} as a table; by default the first row's metrics, with `n` last."""
+    if metrics is None:
+        first = next(iter(rows.values()), {})
+        metrics = [k for k in first if k != "n"] + (["n"] if "n" in first else [])
+    return markdown_table(["version", *metrics], ([version, *(values.get(m, "") for m in metrics)]
+                                                  for version, values in rows.items()))
+
+
+def png_markdown(png: bytes | str | Path, alt: str) -> str:
+    """A PNG (its bytes or its file) inlined as a data URI, which the Dagster UI renders on the asset page."""
+    data = png if isinstance(png, bytes) else Path(png).read_bytes()
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})"
