@@ -6,18 +6,15 @@ import pytest
 
 from finetune_pipeline.lib import PROJECT_ROOT, stages
 from finetune_pipeline.lib.config import load_config
-from finetune_pipeline.lib.evaluation.classification import (
-    INVALID,
-    allowed_outputs,
-    classification_metrics,
-    confusion_counts,
-    load_labels,
-)
+from finetune_pipeline.lib.evaluation.classification import allowed_outputs, load_labels
+from finetune_pipeline.lib.evaluation.confusion import INVALID, confusion_matrix
 from finetune_pipeline.lib.evaluation.constrained import (
     eos_token_id,
     generate_constrained,
     output_token_ids,
 )
+from finetune_pipeline.lib.evaluation.metrics.classification import classification_metrics
+from finetune_pipeline.lib.evaluation.report import EvalReport, confusion_of
 from finetune_pipeline.lib.training.collate import tokenize_chat
 from finetune_pipeline_tests.conftest import write_config, write_jsonl
 
@@ -42,7 +39,8 @@ def test_a_label_outside_the_set_is_not_valid_and_the_matrix_shows_it():
     expected = [out("a"), out("b")]
     predicted = [out("a"), out("z")]  # parses, but "z" is no label
     assert classification_metrics(predicted, expected, "category", ["a", "b"])["valid_label"] == 0.5
-    axis, matrix = confusion_counts(predicted, expected, "category", ["a", "b"])
+    confusion = confusion_matrix(expected, predicted, "category", ["a", "b"])
+    axis, matrix = confusion.labels, confusion.matrix
     assert axis == ["a", "b", INVALID] and matrix == [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
 
 
@@ -107,6 +105,14 @@ def test_model_eval_reports_free_and_constrained_classification(tmp_path):
     info = ref.info["classification"]
     assert (info["field"], info["labels"], info["notes"]) == ("category", 3, [])
     assert ref.info["eval_seconds"] >= ref.info["generation_seconds"] + info["constrained_seconds"] - 0.01
+    # The report keeps the matrix it drew (label set applied); the leaderboard reads that one for this field.
+    report = EvalReport.load(ref.dir, with_predictions=True)
+    stored = report.classification.confusion
+    assert stored == confusion_matrix([r.expected for r in report.predictions],
+                                      [r.prediction for r in report.predictions], "category", labels)
+    assert sum(map(sum, stored.matrix)) == metrics["n"] and confusion_of(ref.dir, "category") == stored
+    assert sum(map(sum, report.classification.constrained_confusion.matrix)) == metrics["n"]
+    assert INVALID not in report.classification.constrained_confusion.labels
 
 
 def test_constrained_reuses_free_answers_that_are_already_labels(tiny_lm):

@@ -15,13 +15,22 @@ import respx
 
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import config_from_dict
-from finetune_pipeline.lib.evaluation.charts import NO_VALUE, confusion_matrix
+from finetune_pipeline.lib.evaluation.confusion import NO_VALUE
+from finetune_pipeline.lib.evaluation.confusion import confusion_matrix as confusion_of_answers
+from finetune_pipeline.lib.evaluation.report import confusion_of
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.versions import leaderboard as lb
 from finetune_pipeline.lib.versions.promotion import PromotionStore, decide
 from finetune_pipeline.lib.versions.registry import Registry
 from finetune_pipeline_tests.conftest import SYSTEM, write_jsonl
 from finetune_pipeline_tests.test_eval_backends import MOCKER, _completion
+
+
+def confusion_matrix(predictions_file, field):
+    """(labels, matrix) of a predictions.jsonl through the one confusion-matrix function."""
+    rows = [json.loads(line) for line in open(predictions_file)]
+    cm = confusion_of_answers([r["expected"] for r in rows], [r["prediction"] for r in rows], field)
+    return cm.labels, cm.matrix
 
 ROWS = [("Charged twice for one order", "billing"), ("Parcel never arrived", "shipping"),
         ("Cannot log in since the update", "account"), ("Refund still not here", "billing")]
@@ -89,6 +98,8 @@ def test_confusion_matrix_counts_unparseable_predictions(board_setup):
     board = lb.collect(cfg, eval_set, list(CORRECT))
     poor = next(r for r in board["rows"] if r["version"] == "ft-poor")
     labels, matrix = confusion_matrix(f"{poor['eval_path']}/predictions.jsonl", "category")
+    stored = confusion_of(poor["eval_path"], "category")  # what the leaderboard draws for the eval folder
+    assert (stored.labels, stored.matrix) == (labels, matrix)
     assert labels == ["account", "billing", "shipping", "other"]
     assert matrix[labels.index("billing")][labels.index("other")] == 1  # "Refund still not here" -> other
     assert sum(map(sum, matrix)) == 4

@@ -1,15 +1,16 @@
 import pytest
 
-from finetune_pipeline.lib.evaluation.metrics import (
-    aggregate,
-    expected_fields,
-    markdown_table,
-    parse_json_object,
-    score_example,
-)
+from finetune_pipeline.lib.data.json_output import parse_json_object
+from finetune_pipeline.lib.evaluation.metrics import Answers, expected_fields, known_metric, row_scores, scores
+from finetune_pipeline.lib.reporting.markdown import metrics_table as markdown_table
 
 EXPECTED = '{"name": "Ada", "age": 36, "city": "London"}'
 FIELDS = ["age", "city", "name"]
+
+
+def score_example(prediction, expected, fields):
+    """One row's per-row scores from every registered metric."""
+    return row_scores(Answers([prediction], [expected], fields))[0]
 
 
 def test_parse_accepts_objects_with_surrounding_whitespace():
@@ -80,8 +81,7 @@ def test_aggregate_known_fractions():
         '{"name": "Bob"}',  # only... nothing right
         "I think the answer is Ada.",  # invalid
     ]
-    scores = [score_example(p, EXPECTED, FIELDS) for p in preds]
-    agg = aggregate(scores, FIELDS)
+    agg = scores(Answers(preds, [EXPECTED] * len(preds), FIELDS))
     assert agg == {
         "n": 4,
         "exact_match": 0.25,
@@ -93,7 +93,7 @@ def test_aggregate_known_fractions():
 
 
 def test_aggregate_empty_gives_zeros():
-    agg = aggregate([], ["name"])
+    agg = scores(Answers([], [], ["name"]))
     assert agg == {"n": 0, "exact_match": 0.0, "valid_json": 0.0, "accuracy/name": 0.0}
 
 
@@ -116,3 +116,22 @@ def test_markdown_table_explicit_metrics():
     assert table.splitlines()[0] == "| version | valid_json |"
     assert table.splitlines()[2] == "| base | 0.750 |"
     assert "0.500" not in table
+
+
+@pytest.mark.parametrize("name, known", [
+    ("exact_match", True), ("valid_json", True), ("accuracy/category", True), ("classification/macro_f1", True),
+    ("constrained/valid_label", True),
+    ("accuracy/", False), ("classification/f1", False), ("constrained/accuracy/x", False), ("exact", False),
+    ("n", False),
+])
+def test_known_metric_names_what_the_registered_metrics_report(name, known):
+    assert known_metric(name) is known
+
+
+def test_every_reported_name_is_known():
+    from finetune_pipeline.lib.evaluation.metrics import Classification
+
+    answers = Answers(['{"c": "a"}', "x"], ['{"c": "a"}', '{"c": "b"}'], ["c"],
+                      Classification("c", ["a", "b"], constrained=['{"c": "a"}', '{"c": "b"}']))
+    names = [n for n in scores(answers) if n != "n"]
+    assert len(names) == 9 and all(known_metric(n) for n in names)

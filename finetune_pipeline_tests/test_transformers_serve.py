@@ -21,7 +21,7 @@ import pytest
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import ServingConfig, load_config
 from finetune_pipeline.lib.evaluation.backends import BackendError
-from finetune_pipeline.lib.evaluation.scoring import read_predictions
+from finetune_pipeline.lib.evaluation.report import read_predictions
 from finetune_pipeline.lib.versions import serving
 from finetune_pipeline.lib.versions.registry import Registry
 
@@ -100,10 +100,10 @@ def test_openai_backend_against_transformers_serve_matches_in_process(three_vers
 
     assert served.info["backend"] == {"backend": "openai", "base_url": base_url, "model": merged["path"]}
     assert remote.info["backend"]["model"] == merged["path"] and remote.info["kind"] == "openai"
-    want = [r["prediction"] for r in read_predictions(expected.dir / "predictions.jsonl")]
+    want = [r.prediction for r in read_predictions(expected.dir)]
     assert len(want) == 6 and any(want)
-    assert [r["prediction"] for r in read_predictions(served.dir / "predictions.jsonl")] == want
-    assert [r["prediction"] for r in read_predictions(remote.dir / "predictions.jsonl")] == want
+    assert [r.prediction for r in read_predictions(served.dir)] == want
+    assert [r.prediction for r in read_predictions(remote.dir)] == want
     assert served.info["metrics"] == expected.info["metrics"]
 
 

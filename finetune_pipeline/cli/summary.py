@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from finetune_pipeline.lib.config import PipelineConfig
-from finetune_pipeline.lib.evaluation.metrics import markdown_table
+from finetune_pipeline.lib.reporting.markdown import metrics_table
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 
@@ -20,7 +20,7 @@ def print_summary(cfg: PipelineConfig, refs: dict[str, ArtifactRef], evals: dict
           f"eval loss {adapter.info.get('eval_loss')}, {adapter.info.get('steps')} steps, "
           f"{adapter.info.get('tokens_per_second')} tokens/s")
     print("\neval on the test split:\n")
-    print(markdown_table({v: r.info["metrics"] for v, r in evals.items()}))
+    print(metrics_table({v: r.info["metrics"] for v, r in evals.items()}))
     print("\nartifacts:")
     for name, ref in {**refs, **{f"model_eval[{v}]": r for v, r in evals.items()}}.items():
         print(f"  {name}: {ref.path}{'  (cache hit)' if ref.cache_hit else ''}")

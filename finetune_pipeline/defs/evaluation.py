@@ -7,11 +7,11 @@ from finetune_pipeline.defs.settings import (
     PipelineSettings,
     artifact_output,
     log_to,
-    png_markdown,
 )
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.evaluation.metrics import markdown_table
+from finetune_pipeline.lib.evaluation.report import EvalReport
+from finetune_pipeline.lib.reporting.markdown import metrics_table, png_markdown
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 EVAL_SET = dg.AssetKey("eval_set")
@@ -63,18 +63,18 @@ EVAL_ON_NEW_VERSION_OR_EVAL_SET = (
 def model_eval(context: dg.AssetExecutionContext, settings: PipelineSettings, eval_set: ArtifactRef) -> dg.Output:
     version = context.partition_key
     ref = stages.model_eval(settings.load(), version, eval_set, context.run_id, log_to(context))
-    metrics = ref.info["metrics"]
+    report = EvalReport.model_validate(ref.info)  # the artifact's info is its report.json
     charts = {}
     for png in sorted(ref.dir.glob("confusion_*.png")):  # classification evals (eval.classification.field)
         charts[png.stem] = dg.MetadataValue.md(png_markdown(png, png.stem.replace("_", " ")))
     return artifact_output(
         ref,
         **charts,
-        **{name.replace("/", "_"): float(value) for name, value in metrics.items()},
-        eval_set=ref.info["eval_set"],
-        backend=ref.info["backend"]["backend"],
-        eval_seconds=ref.info["eval_seconds"],
-        report=dg.MetadataValue.md(markdown_table({version: metrics})),
+        **{name.replace("/", "_"): float(value) for name, value in report.metrics.items()},
+        eval_set=report.eval_set,
+        backend=report.backend["backend"],
+        eval_seconds=report.eval_seconds,
+        report=dg.MetadataValue.md(metrics_table({version: report.metrics})),
         predictions=dg.MetadataValue.path(str(ref.dir / "predictions.jsonl")),
     )
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Any, Protocol
 
 from finetune_pipeline.lib.data.config import SplitConfig
-from finetune_pipeline.lib.evaluation.classification import label_of
+from finetune_pipeline.lib.data.json_output import label_of
 
 UNUSED = "unused"  # kept and valid, but not drawn by few-shot sampling
 

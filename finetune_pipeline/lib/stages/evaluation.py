@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import Any
 
 from finetune_pipeline.lib import stores as storage
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.data.cleaning import read_split
 from finetune_pipeline.lib.evaluation.backends import EvalBackend, backend_for
-from finetune_pipeline.lib.evaluation.classification import (
-    evaluate_classification,
-    load_labels,
-)
-from finetune_pipeline.lib.evaluation.generate import strip_assistant
-from finetune_pipeline.lib.evaluation.scoring import score, write_predictions
+from finetune_pipeline.lib.evaluation.classification import load_labels
+from finetune_pipeline.lib.evaluation.evaluate import ClassificationSettings, EvalSettings, EvalSubject, evaluate
 from finetune_pipeline.lib.stages.code_versions import CODE_VERSIONS
 from finetune_pipeline.lib.stages.common import Log
 from finetune_pipeline.lib.stages.common import store as _store
@@ -70,33 +63,25 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
     if not records:
         raise ValueError(f"{test_file}: the test split is empty; nothing to evaluate")
     log(f"model_eval[{version_key}]: {len(records)} rows through {backend.identity()}")
-    started = time.time()
-    predictions = backend.generate([strip_assistant(r["messages"]) for r in records], cfg.eval.max_new_tokens)
-    seconds = time.time() - started
-    report, rows = score(records, predictions)
+    settings = EvalSettings(max_new_tokens=cfg.eval.max_new_tokens, classification=_classification(cfg, eval_set_ref))
+    subject = EvalSubject(version=version_key, kind=manifest["kind"], eval_set=eval_set_ref.key,
+                          test_file=str(test_file))
+    report = evaluate(backend, records, settings, subject)
     with store.write("model_eval", key, inputs=[recipe["version"], eval_set_ref.as_input()],
                      config={**recipe["generation"], "backend": recipe["backend"],
                              "classification": recipe.get("classification")},
                      code_version=CODE_VERSIONS["model_eval"], run_id=run_id) as out:
-        if cfg.eval.classification.field:
-            classified = _classify(cfg, backend, records, predictions, eval_set_ref, out.dir, log)
-            report["metrics"].update(classified.pop("metrics"))
-            report.update(classification={"field": cfg.eval.classification.field, **classified})
-        report.update(generation_seconds=round(seconds, 2))
-        seconds = time.time() - started
-        report.update(version=version_key, kind=manifest["kind"], eval_set=eval_set_ref.key,
-                      test_file=str(test_file), backend=recipe["backend"], eval_seconds=round(seconds, 2))
-        (out.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        write_predictions(rows, out.dir / "predictions.jsonl")
-        out.info.update(report)
-    log(f"model_eval[{version_key}]: {report['metrics']} in {seconds:.1f}s")
+        report.save(out.dir)
+        out.info.update(report.to_json())
+    log(f"model_eval[{version_key}]: {report.metrics} in {report.eval_seconds:.1f}s")
     return out.ref
 
 
-def _classify(cfg: PipelineConfig, backend: EvalBackend, records: list[dict[str, Any]], predictions: list[str],
-              eval_set_ref: ArtifactRef, out_dir: Path, log: Log) -> dict[str, Any]:
-    """Classification metrics (and constrained generation) merged into the report's metrics."""
+def _classification(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> ClassificationSettings | None:
+    """eval.classification with its label set loaded: from labels_file, else the training split's labels."""
     c = cfg.eval.classification
+    if not c.field:
+        return None
     train_records: list[dict[str, Any]] = []
     if not c.labels_file:
         dataset = _store(cfg).find("training_dataset", eval_set_ref.info["dataset"])
@@ -105,12 +90,7 @@ def _classify(cfg: PipelineConfig, backend: EvalBackend, records: list[dict[str,
                                     f"{eval_set_ref.info['dataset']} is gone; set eval.classification.labels_file")
         train_records = read_split(dataset.dir / "train.jsonl")
     labels = load_labels(cfg.path(c.labels_file) if c.labels_file else None, train_records, c.field)
-    result = evaluate_classification(backend, [strip_assistant(r["messages"]) for r in records],
-                                     [r["messages"][-1]["content"] for r in records], predictions, c.field, labels,
-                                     c.constrained, out_dir, log)
-    for note in result["notes"]:
-        log(f"model_eval: {note}")
-    return {"labels": len(labels), **result}
+    return ClassificationSettings(field=c.field, labels=labels, constrained=c.constrained)
 
 
 def sample_val_prompts(dataset: ArtifactRef, n: int = 3) -> list[list[dict[str, str]]]:

@@ -18,6 +18,8 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib import stores as storage
 from finetune_pipeline.lib.config import CostConfig, PipelineConfig
 from finetune_pipeline.lib.evaluation.backends import BackendError
+from finetune_pipeline.lib.evaluation.report import confusion_of
+from finetune_pipeline.lib.reporting.charts import confusion_png, metrics_bar_chart
 from finetune_pipeline.lib.reporting.markdown import fmt, markdown_table
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef, read_lineage
 from finetune_pipeline.lib.storage.hashing import recipe_key
@@ -134,8 +136,6 @@ def confusion_field(board: dict[str, Any], configured: str) -> str | None:
 def build(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str], run_id: str | None = None,
           log=print) -> ArtifactRef:
     """Write the leaderboard artifact: leaderboard.json/.md, metrics.png, confusion_<field>.png."""
-    from finetune_pipeline.lib.evaluation import charts
-
     board = collect(cfg, eval_set, versions)
     field = confusion_field(board, cfg.promotion.confusion_field)
     recipe = {"eval_set": eval_set.key, "evals": [r["eval_key"] for r in board["rows"]],
@@ -153,12 +153,16 @@ def build(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str], run_i
         (out.dir / "leaderboard.json").write_text(json.dumps(board, indent=2) + "\n")
         (out.dir / "leaderboard.md").write_text(markdown(board) + "\n")
         if board["rows"]:
-            (out.dir / "metrics.png").write_bytes(charts.metrics_bar_chart(board))
+            (out.dir / "metrics.png").write_bytes(metrics_bar_chart(
+                board["metrics"], {f"#{r['rank']} {r['version']}": r["metrics"] for r in board["rows"]},
+                f"on eval set {board['eval_set']}"))
         if field:
             top = best(board)
-            labels, matrix = charts.confusion_matrix(Path(top["eval_path"]) / "predictions.jsonl", field)
+            # The matrix model_eval stored for its classification field, else the same function on its predictions.
+            confusion = confusion_of(Path(top["eval_path"]), field)
+            labels, matrix = confusion.labels, confusion.matrix
             (out.dir / f"confusion_{_safe(field)}.png").write_bytes(
-                charts.confusion_png(labels, matrix, f"{top['version']}: {field}"))
+                confusion_png(labels, matrix, f"{top['version']}: {field}"))
             out.info.update(confusion={"version": top["version"], "field": field, "labels": labels, "matrix": matrix})
         out.info.update(eval_set=eval_set.key, primary_metric=board["primary_metric"],
                         ranking=[r["version"] for r in board["rows"]], missing=board["missing"])
