@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--config", help="config YAML the backfill's runs use (default: the code location's)")
     backfill.add_argument("--no-promote", action="store_true",
                           help="only model_eval; leave leaderboard, champion and serving_spec alone")
+    backfill.add_argument("--url", default="http://127.0.0.1:3000",
+                          help="the running Dagster webserver that launches it, as the UI does "
+                               "(default: http://127.0.0.1:3000, where `dagster dev -w workspace.yaml` serves)")
     backfill.set_defaults(func="backfill:cmd_backfill_evals")
     check = sub.add_parser("check-data", help="run the raw and dataset rules on files or folders; print counts "
                                               "per file and reason, then one JSON line")
