@@ -10,7 +10,7 @@ import pytest
 
 from finetune_pipeline import cli
 from finetune_pipeline.lib import PROJECT_ROOT
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
 from finetune_pipeline_tests.test_corpus import CASES, build_case
 
 SUMMARY_KEYS = {"raw_rows", "kept", "quarantined", "reasons", "files"}
@@ -67,6 +67,7 @@ def test_human_report_has_a_line_per_file_and_per_reason(tmp_path, capsys):
     assert json.loads(lines[-1])["files"] == {str(raw / "tickets.jsonl"): {"raw_rows": 4, "kept": 2, "quarantined": 2}}
 
 
+@pytest.mark.slow
 def test_unreadable_input_fails_naming_the_file_and_the_rest_is_still_counted(tmp_path):
     """Through the installed command, as a user runs it: exit 1, the file named, the good file still counted."""
     folder = tmp_path / "mixed"

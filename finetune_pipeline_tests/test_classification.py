@@ -16,7 +16,7 @@ from finetune_pipeline.lib.evaluation.constrained import (
 from finetune_pipeline.lib.evaluation.metrics.classification import classification_metrics
 from finetune_pipeline.lib.evaluation.report import EvalReport, confusion_of
 from finetune_pipeline.lib.training.collate import tokenize_chat
-from finetune_pipeline_tests.conftest import write_config, write_jsonl
+from finetune_pipeline_tests.helpers import write_config, write_jsonl
 
 BANKING77_LABELS = PROJECT_ROOT / "data" / "banking77" / "categories.json"
 
@@ -92,8 +92,12 @@ def test_model_eval_reports_free_and_constrained_classification(tmp_path):
     dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
     ref = stages.model_eval(cfg, base.info["version_key"], stages.eval_set(cfg, dataset))
     metrics = ref.info["metrics"]
-    for name in ("accuracy", "macro_f1", "valid_label"):
-        assert 0 <= metrics[f"classification/{name}"] <= 1
+    # The free answers' scores, recomputed by hand from the predictions the eval wrote.
+    rows = [json.loads(line) for line in open(ref.dir / "predictions.jsonl")]
+    gold, free = [_category(r["expected"]) for r in rows], [_category(r["prediction"]) for r in rows]
+    assert metrics["classification/accuracy"] == pytest.approx(sum(map(str.__eq__, gold, free)) / len(rows))
+    assert metrics["classification/valid_label"] == pytest.approx(sum(f in labels for f in free) / len(rows))
+    assert metrics["classification/macro_f1"] == pytest.approx(_macro_f1(gold, free))
     # Constrained answers are always labels; the random model's free ones are not.
     assert metrics["constrained/valid_label"] == 1.0
     assert metrics["classification/valid_label"] < 1.0
@@ -113,6 +117,24 @@ def test_model_eval_reports_free_and_constrained_classification(tmp_path):
     assert sum(map(sum, stored.matrix)) == metrics["n"] and confusion_of(ref.dir, "category") == stored
     assert sum(map(sum, report.classification.constrained_confusion.matrix)) == metrics["n"]
     assert INVALID not in report.classification.constrained_confusion.labels
+
+
+def _category(text: str) -> str:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return "(no label)"
+    return str(value["category"]) if isinstance(value, dict) and value.get("category") is not None else "(no label)"
+
+
+def _macro_f1(gold: list[str], predicted: list[str]) -> float:
+    """F1 per class of the gold labels (2tp / (2tp + fp + fn), 0 when undefined), averaged."""
+    scores = []
+    for c in sorted(set(gold)):
+        tp = sum(g == c and p == c for g, p in zip(gold, predicted))
+        wrong = sum((g == c) != (p == c) for g, p in zip(gold, predicted))
+        scores.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+    return sum(scores) / len(scores)
 
 
 def test_constrained_reuses_free_answers_that_are_already_labels(tiny_lm):

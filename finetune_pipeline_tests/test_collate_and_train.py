@@ -52,6 +52,7 @@ def test_qlora_on_cpu_fails_before_loading_with_a_clear_message():
         require_cuda_for("nf4")
 
 
+@pytest.mark.slow
 def test_lora_training_in_a_child_process_saves_the_adapter_alone(tiny_config):
     base = stages.base_model(tiny_config)
     raw = stages.raw_examples(tiny_config)

@@ -27,7 +27,7 @@ from finetune_pipeline.lib.storage.artifacts import (
 )
 from finetune_pipeline.lib.storage.hashing import hash_file
 from finetune_pipeline.lib.storage.temp_folders import TMP_PATTERN, host_id
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, materialized, write_config
 
 
 @pytest.fixture
@@ -43,8 +43,8 @@ def home(tmp_path, monkeypatch):
     from finetune_pipeline.defs.settings import PipelineSettings
 
     with dg.DagsterInstance.get() as instance:
-        assert dg.materialize([training.base_model], instance=instance,
-                              resources={"settings": PipelineSettings()}).success
+        assert materialized(dg.materialize([training.base_model], instance=instance,
+                                           resources={"settings": PipelineSettings()})) == ["base_model"]
     return load_config(config)
 
 
@@ -85,6 +85,7 @@ def latest(instance, asset: str):
     return instance.get_latest_materialization_event(dg.AssetKey(asset))
 
 
+@pytest.mark.slow
 def test_killed_mid_write_leaves_nothing_visible_and_the_next_run_completes(home, tmp_path):
     store = ArtifactStore(home.artifacts_dir)
     signals, log = tmp_path / "signals", tmp_path / "killed.log"
@@ -119,6 +120,7 @@ def test_killed_mid_write_leaves_nothing_visible_and_the_next_run_completes(home
         assert latest(instance, "training_dataset").asset_materialization.metadata["artifact_key"].value == key
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_of_the_same_asset_both_finish_with_one_valid_artifact(home, tmp_path):
     signals = tmp_path / "signals"
     procs = [spawn("barrier", signals, tmp_path / f"run{i}.log") for i in (1, 2)]

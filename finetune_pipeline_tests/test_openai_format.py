@@ -17,7 +17,7 @@ from finetune_pipeline.lib.training.openai.format_check import (
     validate_dataset,
     validate_file,
 )
-from finetune_pipeline_tests.conftest import write_jsonl
+from finetune_pipeline_tests.helpers import write_jsonl
 
 MODEL = "gpt-4o-mini-2024-07-18"
 GOOD = {"messages": [{"role": "system", "content": "Classify the message. Reply with JSON."},

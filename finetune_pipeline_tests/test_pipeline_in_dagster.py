@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import pytest
 
 from finetune_pipeline import cli
 from finetune_pipeline.definitions import defs
 from finetune_pipeline.lib.config import load_config
-from finetune_pipeline_tests.conftest import (
+from finetune_pipeline_tests.helpers import (
     SAMPLE_RAW,
+    TRAIN_AND_MERGE,
+    materialized,
     write_config,
 )
 
@@ -29,12 +33,13 @@ def _materialization(instance, asset: str, partition: str | None = None):
     return records[0].asset_materialization
 
 
+@pytest.mark.slow
 def test_full_graph_then_cache_hit_then_lineage(tmp_path, monkeypatch, instance, capsys):
     config_path = write_config(tmp_path, SAMPLE_RAW)
     monkeypatch.setenv("FINETUNE_PIPELINE_CONFIG", str(config_path))
 
     result = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance)
-    assert result.success
+    assert materialized(result) == TRAIN_AND_MERGE
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"rows_accounted_for": True, "no_input_shared_between_splits": True, "min_train_rows": True,
                       "recommended_train_rows": False, "merged_matches_base_plus_adapter": True}
@@ -53,9 +58,12 @@ def test_full_graph_then_cache_hit_then_lineage(tmp_path, monkeypatch, instance,
     assert versions[0] == "base-tiny-random" and versions[1].startswith("lora-")
     eval_job = defs.resolve_job_def("evaluate_version")
     for version in versions:
-        assert eval_job.execute_in_process(instance=instance, partition_key=version).success
+        assert materialized(eval_job.execute_in_process(instance=instance, partition_key=version)) == [
+            f"model_eval[{version}]"]
         meta = _materialization(instance, "model_eval", version).metadata
-        assert meta["n"].value == 6 and 0.0 <= meta["valid_json"].value <= 1.0
+        predictions = [json.loads(line)["prediction"] for line in open(meta["predictions"].value)]
+        valid = sum(isinstance(_json_or_none(p), dict) for p in predictions) / len(predictions)
+        assert meta["n"].value == len(predictions) == 6 and meta["valid_json"].value == pytest.approx(valid)
         assert "accuracy_category" in meta and version in meta["report"].value
 
     # Second run through the CLI: nothing changed, so the adapter is reused.
@@ -77,6 +85,14 @@ def test_full_graph_then_cache_hit_then_lineage(tmp_path, monkeypatch, instance,
     assert str(cfg.artifacts_dir) in text
 
 
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+@pytest.mark.slow
 def test_blocking_check_stops_training_on_too_little_data(tmp_path, monkeypatch, instance):
     config_path = write_config(tmp_path, SAMPLE_RAW, data={"raw_dir": str(SAMPLE_RAW), "min_train_rows": 10_000})
     monkeypatch.setenv("FINETUNE_PIPELINE_CONFIG", str(config_path))
@@ -87,6 +103,7 @@ def test_blocking_check_stops_training_on_too_little_data(tmp_path, monkeypatch,
     assert instance.get_latest_materialization_event(dg.AssetKey("lora_adapter")) is None
 
 
+@pytest.mark.slow
 def test_empty_raw_folder_fails_with_the_folder_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     (tmp_path / "empty").mkdir()

@@ -20,8 +20,11 @@ import pytest
 
 from finetune_pipeline.definitions import defs
 from finetune_pipeline.lib import PROJECT_ROOT
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, TRAIN_AND_MERGE, materialized, write_config
 from finetune_pipeline_tests.local_servers import free_port
+
+# Starts a PostgreSQL server; materializes the training graph into it.
+pytestmark = pytest.mark.slow
 
 PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 PASSWORD = "not-a-real-secret-7f3a"
@@ -106,21 +109,21 @@ def test_graph_materializes_into_postgres(production_instance, postgres, tmp_pat
     instance = production_instance
 
     trained = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance)
-    assert trained.success
+    assert materialized(trained) == TRAIN_AND_MERGE
     versions = sorted(instance.get_dynamic_partitions("model_versions"))
     assert versions[0] == "base-tiny-random" and versions[1].startswith("lora-")
     evaluated = defs.resolve_job_def("evaluate_version").execute_in_process(instance=instance,
                                                                             partition_key=versions[1])
-    assert evaluated.success
+    assert materialized(evaluated) == [f"model_eval[{versions[1]}]"]
 
     # Read back from the database itself, not through Dagster's storage classes.
     runs = dict(_sql(postgres, "SELECT run_id, status FROM runs"))
     assert runs == {trained.run_id: "SUCCESS", evaluated.run_id: "SUCCESS"}
-    materialized = {(key, partition) for key, partition in _sql(
+    in_database = {(key, partition) for key, partition in _sql(
         postgres, "SELECT asset_key, partition FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")}
     for asset in ("raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model"):
-        assert (f'["{asset}"]', None) in materialized
-    assert ('["model_eval"]', versions[1]) in materialized
+        assert (f'["{asset}"]', None) in in_database
+    assert ('["model_eval"]', versions[1]) in in_database
     assert sorted(k for (k,) in _sql(postgres, "SELECT partition FROM dynamic_partitions "
                                                "WHERE partitions_def_name = 'model_versions'")) == versions
     checks = {name for (name,) in _sql(postgres, "SELECT check_name FROM asset_check_executions")}

@@ -16,7 +16,7 @@ from finetune_pipeline.lib.data.cleaning import (
 )
 from finetune_pipeline.lib.data.raw_files import RawDataError, read_raw_folder
 from finetune_pipeline.lib.training.collate import count_tokens
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, SYSTEM, seed_row, write_jsonl
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, SYSTEM, seed_row, write_jsonl
 
 
 def _clean(rows, cfg=None, tokens=lambda m: 50):

@@ -12,7 +12,7 @@ from finetune_pipeline.definitions import defs
 from finetune_pipeline.defs import schedules
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib.config import ConfigError, load_config
-from finetune_pipeline_tests.conftest import seed_row, write_config, write_jsonl
+from finetune_pipeline_tests.helpers import seed_row, write_config, write_jsonl
 from finetune_pipeline_tests.model_versions import TRAIN_B
 
 TICK = dt.datetime(2026, 6, 1, 2, 0, tzinfo=dt.timezone.utc)
@@ -30,6 +30,7 @@ def _tick(schedule, instance, config_path):
     return schedule(context)
 
 
+@pytest.mark.slow
 def test_schedule_skips_on_unchanged_data_and_runs_on_changed_data(three_versions, instance):
     versions = three_versions
     nightly, _ = schedules.build(versions.cfg("b"))
@@ -52,6 +53,7 @@ def test_schedule_skips_on_unchanged_data_and_runs_on_changed_data(three_version
     assert isinstance(_tick(nightly, instance, versions.config_b), dg.SkipReason)
 
 
+@pytest.mark.slow
 def test_schedule_runs_on_changed_training_config(three_versions, instance, tmp_path):
     versions = three_versions
     changed = write_config(tmp_path, versions.raw_dir, artifacts_root=str(versions.artifacts),
@@ -63,7 +65,7 @@ def test_schedule_runs_on_changed_training_config(three_versions, instance, tmp_
 
 
 def test_schedule_requests_the_first_training(tmp_path, instance):
-    from finetune_pipeline_tests.conftest import SAMPLE_RAW
+    from finetune_pipeline_tests.helpers import SAMPLE_RAW
 
     path = write_config(tmp_path, SAMPLE_RAW)
     nightly, _ = schedules.build(load_config(path))
@@ -96,6 +98,7 @@ def test_bad_schedule_config_is_named(tmp_path, schedule, message):
         load_config(write_config(tmp_path, tmp_path, schedule=schedule))
 
 
+@pytest.mark.slow
 def test_raw_files_sensor_requests_one_run_per_new_state(three_versions, instance):
     versions = three_versions
     _, sensor = schedules.build(versions.cfg("b"))

@@ -16,7 +16,7 @@ from finetune_pipeline.lib.config import (
 from finetune_pipeline.lib.data.cleaning import clean, normalise_text, write_dataset
 from finetune_pipeline.lib.data.raw_files import read_raw_folder
 from finetune_pipeline.lib.data.splits import UNUSED
-from finetune_pipeline_tests.conftest import write_config
+from finetune_pipeline_tests.helpers import write_config
 
 BANKING77_RAW = PROJECT_ROOT / "data" / "banking77" / "raw"
 TABLE = ColumnMapping(format="table", text="text", labels=["category"], default_system_prompt="Classify.")

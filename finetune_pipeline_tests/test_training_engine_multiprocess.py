@@ -10,12 +10,13 @@ import torch
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.training.engine import ORDER_FILE, child_command
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
 
 TRAIN = {"num_processes": 2, "max_steps": 3, "batch_size": 2, "eval_steps": 3, "logging_steps": 1,
          "learning_rate": 0.005}
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_adapter_on_different_examples(tmp_path):
     cfg = load_config(write_config(tmp_path, SAMPLE_RAW, data={"val_fraction": 0.03, "test_fraction": 0.03},
                                    train=TRAIN))

