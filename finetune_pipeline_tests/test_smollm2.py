@@ -10,10 +10,10 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.evaluation.generate import generate_batched
 from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
-from finetune_pipeline.lib.models.merge import merged_matches_adapter
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline.lib.evaluation.merge_check import merged_matches_adapter
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
 
-pytestmark = pytest.mark.smollm2
+pytestmark = [pytest.mark.smollm2, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

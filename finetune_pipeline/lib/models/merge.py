@@ -1,4 +1,4 @@
-"""Merge a LoRA adapter into its base model and check the result.
+"""Merge a LoRA adapter into its base model (the check that the merge is faithful is evaluation/merge_check.py).
 
 The merged folder is a plain transformers model (safetensors, tokenizer, chat
 template) that `AutoModelForCausalLM` and vLLM load with no PEFT installed.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune_pipeline.lib.evaluation.generate import generate_batched
 from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
 
 
@@ -23,15 +22,3 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, trust_remote
     model = load_with_adapter(base_dir, adapter_dir, trust_remote_code).merge_and_unload()
     model.save_pretrained(out_dir, safe_serialization=True)
     load_tokenizer(base_dir).save_pretrained(out_dir)
-
-
-def merged_matches_adapter(
-    base_dir: Path, adapter_dir: Path, merged_dir: Path, conversations: list[list[dict]], max_new_tokens: int = 32
-) -> tuple[bool, list[dict[str, str]]]:
-    """Greedy outputs of base + adapter vs the merged model, loaded with plain transformers."""
-    tokenizer = load_tokenizer(merged_dir)
-    with_adapter = generate_batched(load_with_adapter(base_dir, adapter_dir), tokenizer, conversations,
-                                    max_new_tokens=max_new_tokens)
-    merged = generate_batched(load_model(merged_dir), tokenizer, conversations, max_new_tokens=max_new_tokens)
-    rows = [{"adapter": a, "merged": m} for a, m in zip(with_adapter, merged)]
-    return with_adapter == merged, rows

@@ -13,21 +13,20 @@ its name from then on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from finetune_pipeline.lib.data.formats import chat, seed, table
 
-if TYPE_CHECKING:
-    from finetune_pipeline.lib.data.config import ColumnMapping
 
-
+# `mapping` below is a ColumnMapping (data/config.py). It is not imported here: the config validates
+# `format` against FORMATS, so it imports this package, and an import back would be a cycle.
 class RowFormat(Protocol):
     name: str
     help: str  # one line: what the raw rows look like
 
-    def required_columns(self, mapping: "ColumnMapping") -> list[str]: ...
+    def required_columns(self, mapping: Any) -> list[str]: ...
 
-    def to_messages(self, data: dict[str, Any], mapping: "ColumnMapping") -> list[dict[str, Any]]: ...
+    def to_messages(self, data: dict[str, Any], mapping: Any) -> list[dict[str, Any]]: ...
 
 
 FORMATS: dict[str, RowFormat] = {f.name: f for f in (seed.FORMAT, chat.FORMAT, table.FORMAT)}
