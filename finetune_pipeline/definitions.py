@@ -11,6 +11,7 @@ from finetune_pipeline.defs import (
     training,
 )
 from finetune_pipeline.defs.base_version_sensor import register_base_version
+from finetune_pipeline.defs.checks import ASSET_CHECKS
 from finetune_pipeline.defs.refs_io import ArtifactRefsOnObjectStorage
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib.config import PipelineConfig
@@ -48,8 +49,7 @@ def build_definitions(cfg: PipelineConfig) -> dg.Definitions:
         assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
                 training.merged_model, evaluation.model_eval, openai_training.openai_fine_tuned_model,
                 evaluation.eval_set, promotion.leaderboard, promotion.champion, promotion.serving_spec],
-        asset_checks=[data.rows_accounted_for, data.no_input_shared_between_splits, data.min_train_rows,
-                      data.recommended_train_rows, training.merged_matches_base_plus_adapter],
+        asset_checks=ASSET_CHECKS,
         jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote],
         schedules=[nightly_retrain, nightly_openai_fine_tune],
         sensors=[evaluation.evaluate_new_versions, register_base_version, raw_files_changed],

@@ -17,7 +17,7 @@ import pytest
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import PipelineConfig, load_config
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
 
 # Two LoRA configs that differ in rank, learning rate and steps.
 TRAIN_A = {"max_steps": 2, "batch_size": 4, "eval_steps": 2, "learning_rate": 0.005, "lora": {"r": 4, "alpha": 8}}
@@ -58,16 +58,15 @@ def three_versions(tmp_path_factory) -> Versions:
     artifacts = root / "artifacts"
     config_a = _config(root, "a", raw_dir, artifacts, TRAIN_A)
     config_b = _config(root, "b", raw_dir, artifacts, TRAIN_B)
-    quiet = lambda message: None  # noqa: E731
     keys = []
     for path in (config_a, config_b):
         cfg = load_config(path)
-        raw = stages.raw_examples(cfg, log=quiet)
-        base = stages.base_model(cfg, log=quiet)
-        dataset = stages.training_dataset(cfg, raw, base, log=quiet)
-        evals = stages.eval_set(cfg, dataset, log=quiet)
-        adapter = stages.lora_adapter(cfg, base, dataset, log=quiet)
-        merged = stages.merged_model(cfg, base, adapter, log=quiet)
+        raw = stages.raw_examples(cfg)
+        base = stages.base_model(cfg)
+        dataset = stages.training_dataset(cfg, raw, base)
+        evals = stages.eval_set(cfg, dataset)
+        adapter = stages.lora_adapter(cfg, base, dataset)
+        merged = stages.merged_model(cfg, base, adapter)
         keys.append((base.info["version_key"], merged.info["version_key"]))
     (base_a, lora_a), (base_b, lora_b) = keys
     assert base_a == base_b and lora_a != lora_b  # one base, two different trainings

@@ -9,7 +9,8 @@ import pytest
 from finetune_pipeline.lib.config import ConfigError, load_config
 from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.storage.hashing import recipe_key
-from finetune_pipeline.lib.versions.registry import Registry, VersionKeyError, check_key
+from finetune_pipeline.lib.versions.registry import Registry
+from finetune_pipeline.lib.versions.version import VersionKeyError, check_key
 
 
 def _write(store, key="k1", fail=False):
@@ -72,8 +73,8 @@ def test_bad_version_keys_are_refused(key):
 
 def test_registry_roundtrip_and_unknown_version(tmp_path):
     reg = Registry(tmp_path)
-    reg.register("base-x", "base", path="/models/x")
-    assert reg.get("base-x")["path"] == "/models/x" and reg.keys() == ["base-x"]
+    reg.register("base-x", "base", weights="/models/x")
+    assert reg.get("base-x").weights == "/models/x" and reg.keys() == ["base-x"]
     with pytest.raises(KeyError, match="'nope' is not registered \\(known: base-x\\)"):
         reg.get("nope")
 

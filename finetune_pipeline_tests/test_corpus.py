@@ -28,7 +28,7 @@ from finetune_pipeline.lib.data.cleaning import (
 from finetune_pipeline.lib.data.raw_files import RawDataError
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline_tests.audit import OpenedFiles
-from finetune_pipeline_tests.conftest import write_config
+from finetune_pipeline_tests.helpers import write_config
 from finetune_pipeline_tests.corpus import make_corpus
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -88,11 +88,9 @@ def test_committed_corpus_is_what_the_generator_writes(tmp_path):
 def test_case(case, tmp_path):
     raw_dir, outside = build_case(case["id"], tmp_path)
     cfg = case_config(case, tmp_path, raw_dir)
-    logs: list[str] = []
-
     if case["outcome"] == "file_error":
         with OpenedFiles() as opened, pytest.raises(RawDataError) as error:
-            stages.raw_examples(cfg, log=logs.append)
+            stages.raw_examples(cfg)
         problems = dict(error.value.problems)
         assert sorted(problems) == sorted(f for f, _ in case["errors"])
         for file, fragment in case["errors"]:
@@ -103,9 +101,9 @@ def test_case(case, tmp_path):
         assert not (cfg.artifacts_dir / "raw_examples").exists()  # nothing half-made
         return
 
-    raw = stages.raw_examples(cfg, log=logs.append)
-    base = stages.base_model(cfg, log=logs.append)
-    dataset = stages.training_dataset(cfg, raw, base, log=logs.append)
+    raw = stages.raw_examples(cfg)
+    base = stages.base_model(cfg)
+    dataset = stages.training_dataset(cfg, raw, base)
     assert_dataset_matches(case, raw.dir, dataset.dir)
 
 
@@ -135,6 +133,7 @@ def assert_dataset_matches(case: dict, raw_dir: Path, dataset_dir: Path) -> None
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c["outcome"] == "blocked"], ids=lambda c: c["id"])
+@pytest.mark.slow
 def test_blocked_case_stops_at_its_check_in_dagster(case, tmp_path, monkeypatch):
     from finetune_pipeline.definitions import defs
 

@@ -17,11 +17,12 @@ from finetune_pipeline.lib.evaluation.backends import (
     OpenAICompatibleBackend,
     TransformersBackend,
     VllmBackend,
-    backend_for,
 )
+from finetune_pipeline.lib.stages import backend_for
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.versions.registry import Registry
-from finetune_pipeline_tests.conftest import SYSTEM, write_jsonl
+from finetune_pipeline.lib.versions.version import ModelVersion
+from finetune_pipeline_tests.helpers import SYSTEM, write_jsonl
 
 # openai>=3 sends through httpx2/httpcore2, which respx reaches with pytest-httpx2's mocker (dev extra);
 # older clients use httpx/httpcore, which respx mocks by itself.
@@ -72,14 +73,14 @@ def eval_set(cfg, tmp_path) -> ArtifactRef:
                for text, labels in ANSWERS.items()]
     write_jsonl(tmp_path / "dataset" / "test.jsonl", records)
     dataset = ArtifactRef("training_dataset", "d0", str(tmp_path / "dataset"))
-    return stages.eval_set(cfg, dataset, log=lambda m: None)
+    return stages.eval_set(cfg, dataset)
 
 
 def test_backend_follows_version_kind_then_config(cfg):
-    remote = backend_for(cfg, {"key": "ft-acme", "kind": "openai", "remote_id": REMOTE_ID, "path": None})
+    remote = backend_for(cfg, ModelVersion(key="ft-acme", kind="openai", remote_id=REMOTE_ID))
     assert isinstance(remote, OpenAICompatibleBackend)
     assert remote.identity() == {"backend": "openai", "base_url": "https://api.openai.com/v1", "model": REMOTE_ID}
-    local = {"key": "lora-abc", "kind": "lora_merged", "path": "/m/lora", "remote_id": None}
+    local = ModelVersion(key="lora-abc", kind="lora_merged", weights="/m/lora")
     assert isinstance(backend_for(cfg, local), TransformersBackend)  # the default
     cfg.eval.backend = "vllm"
     assert isinstance(backend_for(cfg, local), VllmBackend)
@@ -96,7 +97,7 @@ def test_openai_version_is_evaluated_through_the_endpoint_by_remote_id(cfg, eval
                                          info={"base_model": "gpt-4o-mini-2024-07-18", "trained_tokens": 30_000})
     with respx.mock(using=MOCKER, assert_all_called=True) as mock:
         route = mock.post("https://api.openai.com/v1/chat/completions").mock(side_effect=_answer)
-        ref = stages.model_eval(cfg, "ft-acme", eval_set, log=lambda m: None)
+        ref = stages.model_eval(cfg, "ft-acme", eval_set)
     assert ref.info["metrics"]["exact_match"] == 1.0 and ref.info["metrics"]["n"] == 3
     assert route.call_count == 3
     sent = [json.loads(call.request.content) for call in route.calls]
@@ -115,7 +116,7 @@ def test_openai_without_key_fails_before_any_request(cfg, eval_set, monkeypatch)
     with respx.mock(using=MOCKER, assert_all_called=False) as mock:
         route = mock.post("https://api.openai.com/v1/chat/completions")
         with pytest.raises(BackendError, match=r"needs an API key in \$OPENAI_API_KEY"):
-            stages.model_eval(cfg, "ft-acme", eval_set, log=lambda m: None)
+            stages.model_eval(cfg, "ft-acme", eval_set)
     assert route.call_count == 0
 
 
@@ -128,7 +129,7 @@ def test_unknown_remote_model_is_a_clear_error(cfg, eval_set, monkeypatch):
     with respx.mock(using=MOCKER) as mock:
         mock.post("https://api.openai.com/v1/chat/completions").mock(return_value=httpx.Response(404, json=error))
         with pytest.raises(BackendError, match=r"refused model 'ft:gpt-4o-mini-2024-07-18:acme::deleted': HTTP 404"):
-            stages.model_eval(cfg, "ft-gone", eval_set, log=lambda m: None)
+            stages.model_eval(cfg, "ft-gone", eval_set)
     assert not list((cfg.artifacts_dir / "model_eval").glob("*/report.json"))  # nothing half-written
 
 
@@ -136,9 +137,9 @@ def test_unreachable_endpoint_names_the_url(cfg, eval_set):
     cfg.eval.backend = "openai"
     cfg.eval.openai.base_url = "http://127.0.0.1:9/v1"  # discard port: nothing listens
     cfg.eval.openai.max_retries = 0
-    Registry(cfg.artifacts_dir).register("base-x", "base", path="/models/x")
+    Registry(cfg.artifacts_dir).register("base-x", "base", weights="/models/x")
     with pytest.raises(BackendError, match=r"cannot reach the eval endpoint http://127.0.0.1:9/v1"):
-        stages.model_eval(cfg, "base-x", eval_set, log=lambda m: None)
+        stages.model_eval(cfg, "base-x", eval_set)
 
 
 def _cuda() -> bool:
@@ -150,9 +151,9 @@ def _cuda() -> bool:
 @pytest.mark.skipif(_cuda(), reason="checks the refusal on a machine without CUDA")
 def test_vllm_backend_refuses_clearly_without_cuda(cfg, eval_set, tiny_model_dir):
     cfg.eval.backend = "vllm"
-    Registry(cfg.artifacts_dir).register("base-tiny", "base", path=str(tiny_model_dir))
+    Registry(cfg.artifacts_dir).register("base-tiny", "base", weights=str(tiny_model_dir))
     with pytest.raises(BackendError, match=r"needs a CUDA GPU and pip install '\.\[gpu\]'"):
-        stages.model_eval(cfg, "base-tiny", eval_set, log=lambda m: None)
+        stages.model_eval(cfg, "base-tiny", eval_set)
 
 
 def _vllm_installed() -> bool:

@@ -19,10 +19,11 @@ from finetune_pipeline.lib.evaluation.confusion import NO_VALUE
 from finetune_pipeline.lib.evaluation.confusion import confusion_matrix as confusion_of_answers
 from finetune_pipeline.lib.evaluation.report import confusion_of
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.versions import leaderboard as lb
+from finetune_pipeline.lib.stages import promotion as promotion_stages
+from finetune_pipeline.lib.versions.leaderboard import Leaderboard
 from finetune_pipeline.lib.versions.promotion import PromotionStore, decide
 from finetune_pipeline.lib.versions.registry import Registry
-from finetune_pipeline_tests.conftest import SYSTEM, write_jsonl
+from finetune_pipeline_tests.helpers import SYSTEM, write_jsonl
 from finetune_pipeline_tests.test_eval_backends import MOCKER, _completion
 
 
@@ -31,6 +32,7 @@ def confusion_matrix(predictions_file, field):
     rows = [json.loads(line) for line in open(predictions_file)]
     cm = confusion_of_answers([r["expected"] for r in rows], [r["prediction"] for r in rows], field)
     return cm.labels, cm.matrix
+
 
 ROWS = [("Charged twice for one order", "billing"), ("Parcel never arrived", "shipping"),
         ("Cannot log in since the update", "account"), ("Refund still not here", "billing")]
@@ -55,7 +57,7 @@ def board_setup(tmp_path, monkeypatch):
     records = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text},
                              {"role": "assistant", "content": json.dumps({"category": cat})}]} for text, cat in ROWS]
     write_jsonl(tmp_path / "dataset" / "test.jsonl", records)
-    eval_set = stages.eval_set(cfg, ArtifactRef("training_dataset", "d0", str(tmp_path / "dataset")), log=lambda m: None)
+    eval_set = stages.eval_set(cfg, ArtifactRef("training_dataset", "d0", str(tmp_path / "dataset")))
     registry = Registry(cfg.artifacts_dir)
     for i, key in enumerate(CORRECT):
         registry.register(key, "openai", remote_id=f"ft:gpt-4o-mini-2024-07-18:acme:{key}",
@@ -64,51 +66,56 @@ def board_setup(tmp_path, monkeypatch):
     with respx.mock(using=MOCKER) as mock:
         mock.post("https://api.openai.com/v1/chat/completions").mock(side_effect=_answer)
         for key in CORRECT:
-            stages.model_eval(cfg, key, eval_set, log=lambda m: None)
+            stages.model_eval(cfg, key, eval_set)
     return cfg, eval_set
 
 
 def test_leaderboard_ranks_by_primary_metric_with_costs_and_pictures(board_setup):
     cfg, eval_set = board_setup
-    ref = lb.build(cfg, eval_set, [*CORRECT, "ft-unevaluated"], log=lambda m: None)
-    board = lb.load(ref)
-    assert [r["version"] for r in board["rows"]] == ["ft-good", "ft-fair", "ft-poor"]
-    assert [r["metrics"]["accuracy/category"] for r in board["rows"]] == [1.0, 0.75, 0.25]
-    assert board["metrics"][0] == "accuracy/category" and board["eval_set"] == eval_set.key
-    assert board["missing"] == {"ft-unevaluated": f"not evaluated on eval set {eval_set.key} with the current "
-                                                  "eval settings"}
+    ref = promotion_stages.leaderboard(cfg, eval_set, [*CORRECT, "ft-unevaluated"])
+    board = Leaderboard.load(ref.dir)
+    assert [r.version for r in board.rows] == ["ft-good", "ft-fair", "ft-poor"]
+    assert [r.metrics["accuracy/category"] for r in board.rows] == [1.0, 0.75, 0.25]
+    assert board.metrics[0] == "accuracy/category" and board.eval_set == eval_set.key
+    assert board.missing == {"ft-unevaluated": f"not evaluated on eval set {eval_set.key} with the current "
+                                               "eval settings"}
     # OpenAI training cost from the price table: tokens x USD per 1M tokens.
-    assert [r["cost_usd"] for r in board["rows"]] == pytest.approx([0.3, 0.6, 0.9])
-    assert [r["tokens_trained"] for r in board["rows"]] == [100_000, 200_000, 300_000]
+    assert [r.cost_usd for r in board.rows] == pytest.approx([0.3, 0.6, 0.9])
+    assert [r.tokens_trained for r in board.rows] == [100_000, 200_000, 300_000]
     assert (ref.dir / "metrics.png").read_bytes().startswith(PNG)
     assert (ref.dir / "confusion_category.png").read_bytes().startswith(PNG)
     confusion = ref.info["confusion"]
     assert confusion["version"] == "ft-good" and confusion["field"] == "category"
     assert confusion["labels"] == ["account", "billing", "shipping"]
     assert confusion["matrix"] == [[1, 0, 0], [0, 2, 0], [0, 0, 1]]  # the best version: all on the diagonal
-    table = lb.markdown(board)
+    table = board.markdown()
     assert table.splitlines()[2].startswith("| 1 | ft-good | openai | 1.000 |")
     assert f"| {eval_set.key} |" in table and "*ft-unevaluated: not evaluated" in table
     # Same evals, same leaderboard artifact.
-    assert lb.build(cfg, eval_set, [*CORRECT, "ft-unevaluated"], log=lambda m: None).cache_hit
+    assert promotion_stages.leaderboard(cfg, eval_set, [*CORRECT, "ft-unevaluated"]).cache_hit
 
 
-def test_confusion_matrix_counts_unparseable_predictions(board_setup):
+def test_confusion_matrix_counts_unparseable_predictions(board_setup, tmp_path):
     cfg, eval_set = board_setup
-    board = lb.collect(cfg, eval_set, list(CORRECT))
-    poor = next(r for r in board["rows"] if r["version"] == "ft-poor")
-    labels, matrix = confusion_matrix(f"{poor['eval_path']}/predictions.jsonl", "category")
-    stored = confusion_of(poor["eval_path"], "category")  # what the leaderboard draws for the eval folder
+    board = promotion_stages.collect(cfg, eval_set, list(CORRECT))
+    poor = next(r for r in board.rows if r.version == "ft-poor")
+    labels, matrix = confusion_matrix(f"{poor.eval_path}/predictions.jsonl", "category")
+    stored = confusion_of(poor.eval_path, "category")  # what the leaderboard draws for the eval folder
     assert (stored.labels, stored.matrix) == (labels, matrix)
     assert labels == ["account", "billing", "shipping", "other"]
     assert matrix[labels.index("billing")][labels.index("other")] == 1  # "Refund still not here" -> other
     assert sum(map(sum, matrix)) == 4
-    assert NO_VALUE == "(none)"
+    # An answer that does not parse, or parses without the field, is counted in the NO_VALUE column.
+    odd = write_jsonl(tmp_path / "odd.jsonl", [
+        {"expected": '{"category": "billing"}', "prediction": "Sure! billing"},
+        {"expected": '{"category": "billing"}', "prediction": '{"sentiment": "negative"}'},
+        {"expected": '{"category": "account"}', "prediction": '{"category": "account"}'}])
+    assert confusion_matrix(odd, "category") == (["account", "billing", NO_VALUE], [[1, 0, 0], [0, 0, 2], [0, 0, 0]])
 
 
 def test_promotion_gate_margin_checks_and_history(board_setup):
     cfg, eval_set = board_setup
-    board = lb.collect(cfg, eval_set, list(CORRECT))
+    board = promotion_stages.collect(cfg, eval_set, list(CORRECT))
     store = PromotionStore(cfg.artifacts_dir)
 
     first = decide(board, None, {}, margin=0.1)

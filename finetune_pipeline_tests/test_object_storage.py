@@ -7,6 +7,7 @@ is a fresh pod. Credentials come from the environment, as in production.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,10 +23,11 @@ import yaml
 from finetune_pipeline import cli
 from finetune_pipeline.lib.config import ConfigError, load_config
 from finetune_pipeline.lib.storage.artifacts import ArtifactStore
-from finetune_pipeline.lib.storage.object_store import RemoteArtifactError, remote_for
+from finetune_pipeline.lib.storage.object_store import RemoteArtifactError, RemoteArtifacts
 from finetune_pipeline.lib.versions.promotion import PromotionStore
 from finetune_pipeline.lib.versions.registry import Registry
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline.lib.versions.version import ArtifactAddress
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, TRAIN_AND_MERGE, materialized, write_config
 from finetune_pipeline_tests.local_servers import (
     free_port,
     start_group,
@@ -76,7 +78,7 @@ def _bucket_fs(endpoint):
 def _stores(s3, tmp_path, *machines):
     endpoint, bucket = s3
     url = f"s3://{bucket}/{uuid.uuid4().hex[:8]}"
-    return url, [ArtifactStore(tmp_path / m, remote_for(url, tmp_path / m, {"endpoint_url": endpoint}))
+    return url, [ArtifactStore(tmp_path / m, RemoteArtifacts(url, tmp_path / m, {"endpoint_url": endpoint}))
                  for m in machines]
 
 
@@ -89,6 +91,7 @@ def _write(store, key, content: str, asset="dataset"):
     return out
 
 
+@pytest.mark.slow
 def test_published_on_one_machine_is_a_cache_hit_on_another(s3, tmp_path):
     url, (a, b) = _stores(s3, tmp_path, "machine_a", "machine_b")
     written = _write(a, "k1", "hello")
@@ -113,6 +116,7 @@ def test_published_on_one_machine_is_a_cache_hit_on_another(s3, tmp_path):
     assert (hit.ensure_local().dir / "weights.bin").read_bytes() == b"hello" * 100
 
 
+@pytest.mark.slow
 def test_a_tampered_bucket_object_is_refused_naming_it(s3, tmp_path):
     url, (a, b) = _stores(s3, tmp_path, "a", "b")
     _write(a, "k1", "original")
@@ -127,6 +131,7 @@ def test_a_tampered_bucket_object_is_refused_naming_it(s3, tmp_path):
     assert [p.name for p in (tmp_path / "b" / "dataset").iterdir()] == []
 
 
+@pytest.mark.slow
 def test_two_machines_writing_the_same_key_keep_one_complete_artifact(s3, tmp_path):
     url, (a, b, c) = _stores(s3, tmp_path, "a", "b", "c")
     # Both start building the same recipe; b publishes first. a then finds the key taken and keeps b's.
@@ -158,9 +163,9 @@ KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 from finetune_pipeline.lib.storage.artifacts import ArtifactStore
-from finetune_pipeline.lib.storage.object_store import remote_for
+from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
 url, mirror, endpoint = sys.argv[1:4]
-store = ArtifactStore(Path(mirror), remote_for(url, Path(mirror), {"endpoint_url": endpoint}))
+store = ArtifactStore(Path(mirror), RemoteArtifacts(url, Path(mirror), {"endpoint_url": endpoint}))
 with store.write("big", "k", inputs=[], config={}, code_version="1") as out:
     for i in range(600):
         (out.dir / f"part-{i:04d}.bin").write_bytes(bytes([i % 256]) * 4096)
@@ -168,6 +173,7 @@ print("written", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_writer_killed_during_upload_leaves_nothing_visible(s3, tmp_path):
     endpoint, _ = s3
     url, (reader,) = _stores(s3, tmp_path, "reader")
@@ -200,11 +206,13 @@ def test_a_writer_killed_during_upload_leaves_nothing_visible(s3, tmp_path):
     assert [p.name for p in (tmp_path / "writer" / "big").iterdir()] == ["k"]
 
 
+@pytest.mark.slow
 def test_versions_and_champion_live_in_the_bucket(s3, tmp_path):
     url, (a, b) = _stores(s3, tmp_path, "a", "b")
-    Registry(a.root, a.remote).register("lora-abc", "lora_merged", path=str(a.root / "m"), lineage=str(a.root / "m"))
+    Registry(a.root, a.remote).register("lora-abc", "lora_merged", weights=".",
+                                       artifact=ArtifactAddress(asset="merged_model", key="m"))
     reg_b = Registry(b.root, b.remote)
-    assert reg_b.keys() == ["lora-abc"] and reg_b.get("lora-abc")["kind"] == "lora_merged"
+    assert reg_b.keys() == ["lora-abc"] and reg_b.get("lora-abc").kind == "lora_merged"
     with pytest.raises(KeyError, match="not registered"):
         reg_b.get("lora-zzz")
 
@@ -212,7 +220,7 @@ def test_versions_and_champion_live_in_the_bucket(s3, tmp_path):
 
     PromotionStore(a.root, a.remote).record(
         Decision(champion="lora-abc", previous=None, promoted=True, primary_metric="exact_match", margin=0.0,
-                 eval_set="e1", scores={"lora-abc": 0.5}, reasons=["first"], run_id="r1"), {"key": "lora-abc"})
+                 eval_set="e1", scores={"lora-abc": 0.5}, reasons=["first"], run_id="r1"), reg_b.get("lora-abc"))
     on_b = PromotionStore(b.root, b.remote)
     assert on_b.champion()["version"] == "lora-abc"
     assert [h["champion"] for h in on_b.history()] == ["lora-abc"]
@@ -241,6 +249,7 @@ def test_config_takes_a_url_artifacts_root_and_keeps_credentials_out(tmp_path):
     assert "artifacts_root is a folder" in refused(artifacts_storage_options={"endpoint_url": "http://x"})
 
 
+@pytest.mark.slow
 def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monkeypatch, capsys):
     """Train, evaluate, promote with artifacts on S3; every later run starts on an empty mirror."""
     endpoint, bucket = s3
@@ -259,7 +268,7 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
     defs = build_definitions(cfg)
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
         result = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance)
-        assert result.success
+        assert materialized(result) == TRAIN_AND_MERGE
         lora = result.output_for_node("merged_model").info["version_key"]
         fs = _bucket_fs(endpoint)
         prefix = url.removeprefix("s3://")
@@ -278,24 +287,26 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
         # eval needs (the eval set, the merged model) is pulled; the adapter and raw data are not.
         shutil.rmtree(mirror)
         eval_job = defs.resolve_job_def("evaluate_version")
-        assert defs.resolve_job_def("evaluate_version").execute_in_process(
-            instance=instance, partition_key=lora).success
+        assert materialized(defs.resolve_job_def("evaluate_version").execute_in_process(
+            instance=instance, partition_key=lora)) == [f"model_eval[{lora}]"]
         assert (mirror / "merged_model").is_dir() and (mirror / "eval_set").is_dir()
         assert not (mirror / "lora_adapter").exists() and not (mirror / "raw_examples").exists()
         base = sorted(instance.get_dynamic_partitions("model_versions"))[0]
-        assert base.startswith("base-") and eval_job.execute_in_process(instance=instance, partition_key=base).success
+        assert base.startswith("base-") and materialized(
+            eval_job.execute_in_process(instance=instance, partition_key=base)) == [f"model_eval[{base}]"]
 
         # Another fresh pod: the nightly retrain with nothing changed is a cache hit from the bucket.
         shutil.rmtree(mirror)
         again = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance)
-        assert again.success and again.output_for_node("lora_adapter").cache_hit
+        assert materialized(again) == TRAIN_AND_MERGE and again.output_for_node("lora_adapter").cache_hit
         logs = [e.user_message for e in instance.all_logs(again.run_id)]
         assert any("no training needed" in m for m in logs) and not any("step 1/" in m for m in logs)
         # Cache hits read lineage.json only; files are pulled where a step (or check) opens them.
         assert not (mirror / "raw_examples").exists()
 
         shutil.rmtree(mirror)
-        assert defs.resolve_job_def("promote").execute_in_process(instance=instance).success
+        assert materialized(defs.resolve_job_def("promote").execute_in_process(instance=instance)) == [
+            "champion", "leaderboard", "serving_spec"]
         champion = json.loads(fs.cat_file(f"{prefix}/promotion/champion.json"))
         assert champion["version"] in (lora, base)
         [spec_key] = [p.split("/")[-2] for p in fs.find(f"{prefix}/serving_spec") if p.endswith("lineage.json")]
@@ -318,7 +329,8 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
     assert yaml.safe_load(config_path.read_text())["artifacts_root"] == url
 
 
-def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket(s3, tmp_path):
+@pytest.mark.slow
+def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket(s3, tmp_path, caplog):
     """train.runner: k8s with artifacts on S3: the pod's command carries the spec, the pod pulls its inputs
     into its own mirror and uploads the adapter; the run publishes it. The "pod" here is the very command
     PipesK8sClient would start, run as a process whose mirror is another folder."""
@@ -334,9 +346,9 @@ def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket
         train={"runner": "k8s", "pod": {"image": "registry.example.com/finetune:1", "gpus": 0,
                                         "env_from_secret": "finetune-secrets"}})
     cfg = load_config(config_path)
-    raw = stages.raw_examples(cfg, log=lambda m: None)
-    base = stages.base_model(cfg, log=lambda m: None)
-    dataset = stages.training_dataset(cfg, raw, base, log=lambda m: None)
+    raw = stages.raw_examples(cfg)
+    base = stages.base_model(cfg)
+    dataset = stages.training_dataset(cfg, raw, base)
     pod_mirror = tmp_path / "pod_mirror"
     pods = []
 
@@ -349,8 +361,9 @@ def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    logs = []
-    ref = stages.lora_adapter(cfg, base, dataset, launch_pod, log=logs.append)
+    caplog.set_level(logging.INFO, logger="finetune_pipeline")
+    ref = stages.lora_adapter(cfg, base, dataset, launch_pod)
+    logs = caplog.messages
 
     # The pod: no shared volume, credentials from the Secret, the spec inline with what to pull.
     [args] = pods
@@ -373,10 +386,11 @@ def test_a_training_pod_sharing_no_folder_with_the_run_trains_through_the_bucket
     assert not fs.exists(f"{prefix}/lora_adapter/.pod-outputs") or not fs.find(f"{prefix}/lora_adapter/.pod-outputs")
     assert ref.info["steps"] == 4 and ref.info["uploaded_files"] >= 2
     # Another machine reuses it.
-    other = ArtifactStore(tmp_path / "third", remote_for(url, tmp_path / "third", {"endpoint_url": endpoint}))
+    other = ArtifactStore(tmp_path / "third", RemoteArtifacts(url, tmp_path / "third", {"endpoint_url": endpoint}))
     assert other.find("lora_adapter", ref.key).cache_hit
 
 
+@pytest.mark.slow
 def test_a_killed_training_pod_is_resumed_by_a_pod_on_another_node_from_the_bucket(s3, tmp_path):
     """The first pod is SIGKILLed once a checkpoint is in the bucket; the retry runs on a pod with an empty
     disk, downloads that checkpoint and finishes the same 8 steps."""
@@ -394,8 +408,8 @@ def test_a_killed_training_pod_is_resumed_by_a_pod_on_another_node_from_the_buck
                "early_stopping_patience": 0, "learning_rate": 0.005, "runner": "k8s",
                "pod": {"image": "registry.example.com/finetune:1", "gpus": 0}})
     cfg = load_config(config_path)
-    base = stages.base_model(cfg, log=lambda m: None)
-    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg, log=lambda m: None), base, log=lambda m: None)
+    base = stages.base_model(cfg)
+    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
 
     def pod(node: str, kill_after_upload: bool):
         def launch(spec_path: Path) -> dict:
@@ -417,7 +431,7 @@ def test_a_killed_training_pod_is_resumed_by_a_pod_on_another_node_from_the_buck
 
     pod_logs: dict[str, list[str]] = {}
     with pytest.raises(RuntimeError, match="ended with -9"):
-        stages.lora_adapter(cfg, base, dataset, pod("node_a", kill_after_upload=True), log=lambda m: None)
+        stages.lora_adapter(cfg, base, dataset, pod("node_a", kill_after_upload=True))
     fs = _bucket_fs(endpoint)
     prefix = url.removeprefix("s3://")
     [state] = [p for p in fs.find(f"{prefix}/lora_adapter", refresh=True) if p.endswith("trainer_state.json")]
@@ -426,7 +440,7 @@ def test_a_killed_training_pod_is_resumed_by_a_pod_on_another_node_from_the_buck
     assert not [p for p in fs.find(f"{prefix}/lora_adapter") if p.endswith("/lineage.json")]  # nothing published
     assert not (tmp_path / "node_b").exists()  # the retry's node has never seen this training
 
-    ref = stages.lora_adapter(cfg, base, dataset, pod("node_b", kill_after_upload=False), log=lambda m: None)
+    ref = stages.lora_adapter(cfg, base, dataset, pod("node_b", kill_after_upload=False))
     assert any(f"resuming from checkpoint-{uploaded_step}" in line for line in pod_logs["node_b"])
     assert ref.info["resumed_from_step"] == uploaded_step and ref.info["steps"] == 8
     # The data order covers every step once, across the two pods.

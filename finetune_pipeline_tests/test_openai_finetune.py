@@ -31,10 +31,11 @@ from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.training.openai.fine_tune import LEDGER, fine_tune
+from finetune_pipeline.lib.stages.openai import fine_tune
+from finetune_pipeline.lib.training.openai.jobs import LEDGER
 from finetune_pipeline.lib.training.openai.format_check import FormatError
 from finetune_pipeline.lib.versions.registry import Registry
-from finetune_pipeline_tests.conftest import seed_row, write_config, write_jsonl
+from finetune_pipeline_tests.helpers import seed_row, write_config, write_jsonl
 
 # openai>=3 sends through httpx2/httpcore2, which respx reaches with pytest-httpx2's mocker (dev extra);
 # older clients use httpx/httpcore, which respx mocks by itself.
@@ -208,9 +209,8 @@ def dataset(tmp_path_factory) -> ArtifactRef:
     folder = tmp_path_factory.mktemp("openai_dataset")
     write_jsonl(folder / "raw" / "tickets.jsonl", RAW_ROWS)
     cfg = load_config(write_config(folder, folder / "raw"))
-    quiet = lambda message: None  # noqa: E731
-    raw, base = stages.raw_examples(cfg, log=quiet), stages.base_model(cfg, log=quiet)
-    return stages.training_dataset(cfg, raw, base, log=quiet)
+    raw, base = stages.raw_examples(cfg), stages.base_model(cfg)
+    return stages.training_dataset(cfg, raw, base)
 
 
 @pytest.fixture
@@ -328,7 +328,7 @@ def test_success_end_to_end_registers_the_ft_model_as_a_version(project, api, ca
     assert key == "openai-finetune-pipeline-3cD4eF5gH6"  # suffix + the job id's last 10 characters
     assert key in instance.get_dynamic_partitions("model_versions")
     manifest = Registry(cfg.artifacts_dir).get(key)
-    assert manifest["kind"] == "openai" and manifest["remote_id"] == model_id and manifest["path"] is None
+    assert manifest.kind == "openai" and manifest.remote_id == model_id and manifest.weights is None
 
     # Trained tokens and the cost from the price table.
     assert meta["fine_tuned_model"].value == model_id
@@ -338,7 +338,7 @@ def test_success_end_to_end_registers_the_ft_model_as_a_version(project, api, ca
     assert meta["final_metrics"].value["full_valid_loss"] == 0.21
 
     # Lineage: the artifact names the dataset it was trained on; the CLI walks it back to the raw file.
-    lineage = json.loads((Path(manifest["lineage"]) / "lineage.json").read_text())
+    lineage = json.loads((cfg.artifacts_dir / manifest.artifact.asset / manifest.artifact.key / "lineage.json").read_text())
     assert lineage["inputs"] == [dataset.as_input()]
     assert lineage["info"]["job_id"] == job_id
     assert cli.main(["lineage", key, "--config", str(cfg.base_dir + "/config.yaml")]) == 0
@@ -535,7 +535,7 @@ def test_polling_backs_off_up_to_the_configured_maximum(project, dataset, api):
     fake = FakeOpenAI(api)
     slept: list[float] = []
     client = openai.OpenAI(api_key=SECRET, base_url=BASE, max_retries=0)
-    ref = fine_tune(cfg, dataset, client, log=lambda message: None, sleep=slept.append)
+    ref = fine_tune(cfg, dataset, client, sleep=slept.append)
     # One sleep between each of the five status reads: 1, 2, then capped at 3.
     assert slept == [1.0, 2.0, 3.0, 3.0]
     assert fake.retrieve.call_count == 4 and ref.info["status"] == "succeeded"

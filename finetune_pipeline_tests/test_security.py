@@ -30,10 +30,12 @@ from finetune_pipeline.lib.models.base_models import (
 )
 from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.storage.secrets import SecretLeakError
-from finetune_pipeline.lib.versions.registry import Registry, VersionKeyError, base_key
+from finetune_pipeline.lib.versions.registry import Registry
+from finetune_pipeline.lib.versions.version import VersionKeyError, base_key
 from finetune_pipeline_tests.audit import OpenedFiles
-from finetune_pipeline_tests.conftest import (
+from finetune_pipeline_tests.helpers import (
     MODEL_CACHE,
+    materialized,
     seed_row,
     write_config,
     write_jsonl,
@@ -170,8 +172,8 @@ def test_training_gets_trust_remote_code_only_when_the_allow_list_names_the_mode
     raw = write_jsonl(tmp_path / "raw" / "r.jsonl", [seed_row(f"My parcel number {i} is late again") for i in range(6)])
     cfg = load_config(write_config(tmp_path, raw.parent, model={"base_model": "tiny-random",
                                                                  "trust_remote_code_allow": allow}))
-    base = stages.base_model(cfg, log=lambda m: None)
-    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg, log=lambda m: None), base, log=lambda m: None)
+    base = stages.base_model(cfg)
+    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
     specs = []
 
     def launch(spec_path: Path) -> dict:
@@ -179,7 +181,7 @@ def test_training_gets_trust_remote_code_only_when_the_allow_list_names_the_mode
         raise RuntimeError("stop before training")
 
     with pytest.raises(RuntimeError, match="stop before training"):
-        stages.lora_adapter(cfg, base, dataset, launch=launch, log=lambda m: None)
+        stages.lora_adapter(cfg, base, dataset, launch=launch)
     assert specs[0]["trust_remote_code"] is expected
     # Nothing under a final name (a hidden work folder for checkpoints may stay, for resuming).
     assert [p for p in (cfg.artifacts_dir / "lora_adapter").iterdir() if not p.name.startswith(".")] == []
@@ -201,7 +203,7 @@ BAD_KEYS = ["../evil", "../../etc/passwd", "/etc/passwd", "a/b", "..", ".hidden"
 def test_version_keys_cannot_escape_the_registry(key, tmp_path):
     registry = Registry(tmp_path / "root")
     with pytest.raises(VersionKeyError, match="invalid model version key"):
-        registry.register(key, "base", path="/models/x")
+        registry.register(key, "base", weights="/models/x")
     with pytest.raises(VersionKeyError):
         registry.get(key)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
@@ -253,6 +255,7 @@ def test_a_raw_file_read_directly_still_cannot_leave_its_folder(tmp_path):
 SECRET_VARS = ["OPENAI_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DAGSTER_PG_PASSWORD"]
 
 
+@pytest.mark.slow
 def test_secrets_in_the_environment_never_reach_lineage_metadata_or_logs(tmp_path, monkeypatch, capfd):
     """A real Dagster run with secrets in its environment: scan every byte it leaves behind."""
     canary = f"sk-canary-{uuid.uuid4().hex}"
@@ -273,7 +276,7 @@ def test_secrets_in_the_environment_never_reach_lineage_metadata_or_logs(tmp_pat
         result = defs.resolve_job_def("train_and_merge").execute_in_process(
             instance=instance, asset_selection=[dg.AssetKey(k) for k in ("raw_examples", "base_model",
                                                                           "training_dataset")])
-        assert result.success
+        assert materialized(result) == ["base_model", "raw_examples", "training_dataset"]
     out, err = capfd.readouterr()
     places = {"stdout/stderr": (out + err).encode()}
     for folder in (home, load_config(config).artifacts_dir):
@@ -340,6 +343,7 @@ def _listening(port: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_web_ui_listens_on_loopback_by_default(tmp_path):
     # `dagster dev` passes --host to the webserver only when given one; the webserver's default is what counts.
     with socket.socket() as s:

@@ -8,6 +8,7 @@ and for a version of kind `openai` asked for by its remote id.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,8 +23,13 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import ServingConfig, load_config
 from finetune_pipeline.lib.evaluation.backends import BackendError
 from finetune_pipeline.lib.evaluation.report import read_predictions
-from finetune_pipeline.lib.versions import serving
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore
+from finetune_pipeline.lib.versions import kinds, serving
+from finetune_pipeline.lib.versions.version import ModelVersion
 from finetune_pipeline.lib.versions.registry import Registry
+
+# Both use the three_versions fixture (two trainings); one starts `transformers serve`.
+pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 120
 
@@ -67,39 +73,40 @@ def transformers_serve(command: list[str], port: int, log: Path):
 @pytest.mark.timeout(600)
 def test_openai_backend_against_transformers_serve_matches_in_process(three_versions, tmp_path):
     versions = three_versions
-    merged = Registry(versions.artifacts).get(versions.lora_a)
-    artifacts = tmp_path / "artifacts"  # this test's own registry and evals
+    artifacts = tmp_path / "artifacts"  # this test's own copy of the versions, its own registry and evals
+    shutil.copytree(versions.artifacts, artifacts)
     registry = Registry(artifacts)
-    registry.register(versions.lora_a, "lora_merged", path=merged["path"], lineage=merged["lineage"])
+    merged = registry.get(versions.lora_a)
+    merged_dir = str(merged.weights_dir(ArtifactStore(artifacts)))
     # A remote version: what OpenAI fine-tuning registers, with the server's model name as its remote id.
-    registry.register("ft-served", "openai", remote_id=merged["path"], lineage=merged["lineage"],
+    registry.register("ft-served", "openai", remote_id=merged_dir, artifact=merged.artifact,
                       info={"base_model": "tiny-random", "trained_tokens": 1000})
 
     port = _free_port()
-    command = serving.transformers_serve_command(merged, "127.0.0.1", port)
-    assert command == ["transformers", "serve", merged["path"], "--host", "127.0.0.1", "--port", str(port),
+    command = serving.transformers_serve_command(Path(merged_dir), "127.0.0.1", port)
+    assert command == ["transformers", "serve", merged_dir, "--host", "127.0.0.1", "--port", str(port),
                        "--device", "cpu"]
     local = load_config(versions.config_a, {"artifacts_root": str(artifacts), "eval": {"batch_size": 1}})
-    expected = stages.model_eval(local, versions.lora_a, versions.eval_set, log=lambda m: None)
+    expected = stages.model_eval(local, versions.lora_a, versions.eval_set)
     assert expected.info["backend"]["backend"] == "transformers"
 
     with transformers_serve(command, port, tmp_path / "serve.log") as base_url:
         endpoint = {"base_url": base_url, "concurrency": 2, "timeout_s": 60}
         via_server = load_config(versions.config_a, {"artifacts_root": str(artifacts), "eval": {
             "backend": "openai", "openai": {**endpoint, "model_name": "{path}"}}})
-        served = stages.model_eval(via_server, versions.lora_a, versions.eval_set, log=lambda m: None)
+        served = stages.model_eval(via_server, versions.lora_a, versions.eval_set)
         # kind "openai" always goes through the endpoint, by remote id, whatever eval.backend says.
         remote_cfg = load_config(versions.config_a, {"artifacts_root": str(artifacts),
                                                      "eval": {"openai": endpoint}})
-        remote = stages.model_eval(remote_cfg, "ft-served", versions.eval_set, log=lambda m: None)
+        remote = stages.model_eval(remote_cfg, "ft-served", versions.eval_set)
         # A name the server does not serve is a clear error naming endpoint and model.
         wrong = load_config(versions.config_a, {"artifacts_root": str(artifacts), "eval": {
             "backend": "openai", "openai": {**endpoint, "model_name": "{key}"}}})
         with pytest.raises(BackendError, match=f"refused model '{versions.lora_a}': HTTP 4"):
-            stages.model_eval(wrong, versions.lora_a, versions.eval_set, log=lambda m: None)
+            stages.model_eval(wrong, versions.lora_a, versions.eval_set)
 
-    assert served.info["backend"] == {"backend": "openai", "base_url": base_url, "model": merged["path"]}
-    assert remote.info["backend"]["model"] == merged["path"] and remote.info["kind"] == "openai"
+    assert served.info["backend"] == {"backend": "openai", "base_url": base_url, "model": merged_dir}
+    assert remote.info["backend"]["model"] == merged_dir and remote.info["kind"] == "openai"
     want = [r.prediction for r in read_predictions(expected.dir)]
     assert len(want) == 6 and any(want)
     assert [r.prediction for r in read_predictions(served.dir)] == want
@@ -108,16 +115,21 @@ def test_openai_backend_against_transformers_serve_matches_in_process(three_vers
 
 
 def test_serving_spec_commands_for_merged_and_lora_modes(three_versions):
+    store = ArtifactStore(three_versions.artifacts)
     merged = Registry(three_versions.artifacts).get(three_versions.lora_b)
-    spec = serving.spec(merged, ServingConfig(port=8001))
-    assert spec["vllm"] == ["vllm", "serve", merged["path"], "--served-model-name", three_versions.lora_b,
-                            "--host", "0.0.0.0", "--port", "8001"]
-    lora = serving.spec(merged, ServingConfig(mode="lora", vllm_args=["--max-loras", "4"]))["vllm"]
-    base_dir, adapter_dir, rank = serving.lora_parts(merged)
-    assert rank == 8  # TRAIN_B's rank, read from adapter_config.json
+    kind = kinds.get(merged.kind)
+    spec = kind.serving_spec(merged, store, ServingConfig(port=8001))
+    assert spec.vllm == ["vllm", "serve", str(merged.weights_dir(store)), "--served-model-name",
+                         three_versions.lora_b, "--host", "0.0.0.0", "--port", "8001"]
+    lora = kind.serving_spec(merged, store, ServingConfig(mode="lora", vllm_args=["--max-loras", "4"])).vllm
+    inputs = {i["asset"]: i["key"] for i in merged.lineage(store)["inputs"]}
+    base_dir = serving.base_weights_dir(store, inputs["base_model"])
+    adapter_dir = store.dir("lora_adapter", inputs["lora_adapter"])
+    # --max-lora-rank 8: TRAIN_B's rank, read from adapter_config.json
     assert lora == ["vllm", "serve", str(base_dir), "--served-model-name", three_versions.base, "--enable-lora",
                     "--lora-modules", f"{three_versions.lora_b}={adapter_dir}", "--max-lora-rank", "8",
                     "--host", "0.0.0.0", "--port", "8000", "--max-loras", "4"]
     assert serving.vllm_lora_rank(4) == 8 and serving.vllm_lora_rank(17) == 32
-    with pytest.raises(serving.ServingError, match="OpenAI serves it"):
-        serving.vllm_command({"key": "ft-x", "kind": "openai", "remote_id": "ft:gpt-4o-mini:o::x"}, ServingConfig())
+    remote = ModelVersion(key="ft-x", kind="openai", remote_id="ft:gpt-4o-mini:o::x")
+    openai_spec = kinds.get("openai").serving_spec(remote, store, ServingConfig())
+    assert openai_spec.vllm is None and "served by OpenAI" in openai_spec.note and openai_spec.model == remote.remote_id

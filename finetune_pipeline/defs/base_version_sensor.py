@@ -15,7 +15,7 @@ import dagster as dg
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib.models.base_models import spec_slug
-from finetune_pipeline.lib.versions.registry import base_key
+from finetune_pipeline.lib.versions.version import base_key
 
 
 @dg.sensor(

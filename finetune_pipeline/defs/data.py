@@ -3,7 +3,8 @@
 
 import dagster as dg
 
-from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
+from finetune_pipeline.defs.logs import core_logs
+from finetune_pipeline.defs.settings import PipelineSettings, artifact_output
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.data.cleaning import inputs_shared_between_splits, read_split
 from finetune_pipeline.lib.reporting.markdown import markdown_table
@@ -13,7 +14,8 @@ from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 @dg.asset(group_name="data", kinds={"python", "jsonl"}, code_version=stages.CODE_VERSIONS["raw_examples"],
           description="Every JSONL/CSV/Parquet file under the raw folder, read through the column mapping.")
 def raw_examples(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
-    ref = stages.raw_examples(settings.load(), context.run_id, log_to(context))
+    with core_logs(context):
+        ref = stages.raw_examples(settings.load(), context.run_id)
     files = ref.info["files"]
     table = markdown_table(["file", "rows", "sha256"],
                            ([name, f["rows"], f["sha256"][:12]] for name, f in files.items()))
@@ -24,7 +26,8 @@ def raw_examples(context: dg.AssetExecutionContext, settings: PipelineSettings) 
           description="Chat-format train/val/test JSONL (OpenAI format) plus a quarantine with one reason per row.")
 def training_dataset(context: dg.AssetExecutionContext, settings: PipelineSettings, raw_examples: ArtifactRef,
                      base_model: ArtifactRef) -> dg.Output:
-    ref = stages.training_dataset(settings.load(), raw_examples, base_model, context.run_id, log_to(context))
+    with core_logs(context):
+        ref = stages.training_dataset(settings.load(), raw_examples, base_model, context.run_id)
     info = ref.info
     sample = read_split(ref.dir / "train.jsonl")[:5]
     sample_md = markdown_table(["input", "output"], ([r["messages"][-2]["content"], r["messages"][-1]["content"]]

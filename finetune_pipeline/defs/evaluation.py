@@ -3,11 +3,8 @@
 
 import dagster as dg
 
-from finetune_pipeline.defs.settings import (
-    PipelineSettings,
-    artifact_output,
-    log_to,
-)
+from finetune_pipeline.defs.logs import core_logs
+from finetune_pipeline.defs.settings import PipelineSettings, artifact_output
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.evaluation.report import EvalReport
@@ -22,7 +19,8 @@ EVAL_SET = dg.AssetKey("eval_set")
                       "a changed test split (not a changed train split) makes the evals stale.")
 def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings,
              training_dataset: ArtifactRef) -> dg.Output:
-    ref = stages.eval_set(settings.load(), training_dataset, context.run_id, log_to(context))
+    with core_logs(context):
+        ref = stages.eval_set(settings.load(), training_dataset, context.run_id)
     return artifact_output(ref, rows=ref.info["rows"], sha256=ref.info["sha256"],
                            test_file=dg.MetadataValue.path(str(ref.dir / "test.jsonl")))
 
@@ -62,7 +60,8 @@ EVAL_ON_NEW_VERSION_OR_EVAL_SET = (
 )
 def model_eval(context: dg.AssetExecutionContext, settings: PipelineSettings, eval_set: ArtifactRef) -> dg.Output:
     version = context.partition_key
-    ref = stages.model_eval(settings.load(), version, eval_set, context.run_id, log_to(context))
+    with core_logs(context):
+        ref = stages.model_eval(settings.load(), version, eval_set, context.run_id)
     report = EvalReport.model_validate(ref.info)  # the artifact's info is its report.json
     charts = {}
     for png in sorted(ref.dir.glob("confusion_*.png")):  # classification evals (eval.classification.field)

@@ -14,6 +14,7 @@ import dagster as dg
 import openai
 from pydantic import Field
 
+from finetune_pipeline.defs.logs import core_logs
 from finetune_pipeline.defs.settings import (
     CONFIG_ENV,
     PipelineSettings,
@@ -22,10 +23,10 @@ from finetune_pipeline.defs.settings import (
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib.config import DEFAULT_CONFIG
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.training.openai import fine_tune as openai_finetune
+from finetune_pipeline.lib.stages import CODE_VERSIONS
+from finetune_pipeline.lib.stages.openai import fine_tune
 
 OPENAI_API_KEY = dg.EnvVar("OPENAI_API_KEY")
-LEVELS = {"info": "info", "warn": "warning", "error": "error"}
 
 
 class OpenAIClientResource(dg.ConfigurableResource):
@@ -48,7 +49,7 @@ class OpenAIClientResource(dg.ConfigurableResource):
 
 
 @dg.asset(
-    group_name="openai", kinds={"openai"}, code_version=openai_finetune.CODE_VERSION, output_required=False,
+    group_name="openai", kinds={"openai"}, code_version=CODE_VERSIONS["openai_fine_tuned_model"], output_required=False,
     description="An OpenAI fine-tuned model (ft:...) trained on training_dataset, registered as a model version. "
                 "Skips unless openai.enabled is true: it costs money.",
 )
@@ -60,9 +61,8 @@ def openai_fine_tuned_model(context: dg.AssetExecutionContext, settings: Pipelin
         context.log.warning(f"skipped: openai.enabled is false in {source}; "
                             "set it to true to fine-tune on OpenAI. Nothing was sent.")
         return
-    ref = openai_finetune.fine_tune(
-        cfg, training_dataset, openai_client.get_client(), context.run_id, context.log.info,
-        event_log=lambda level, message: getattr(context.log, LEVELS.get(level, "info"))(message))
+    with core_logs(context):  # the job's events reach the log at their own level (warn, error)
+        ref = fine_tune(cfg, training_dataset, openai_client.get_client(), context.run_id)
     info = ref.info
     context.instance.add_dynamic_partitions(MODEL_VERSIONS.name, [info["version_key"]])
     yield artifact_output(

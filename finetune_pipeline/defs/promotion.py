@@ -1,24 +1,18 @@
 """Leaderboard, champion/challenger promotion and the serving spec for the champion."""
 
-from pathlib import Path
-
 import dagster as dg
-from dagster_shared.check.functions import CheckError
 
-from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
-from finetune_pipeline.defs.settings import png_markdown as _png_md
+from finetune_pipeline.defs.checks import blocking_check_keys
+from finetune_pipeline.defs.logs import core_logs
+from finetune_pipeline.defs.settings import PipelineSettings, artifact_output
 from finetune_pipeline.defs.training import MODEL_VERSIONS
-from finetune_pipeline.lib import stores as storage
-from finetune_pipeline.lib.storage.artifacts import (
-    ArtifactRef,
-    has_lineage,
-    read_lineage,
-)
-from finetune_pipeline.lib.storage.hashing import recipe_key
-from finetune_pipeline.lib.versions import leaderboard as lb
-from finetune_pipeline.lib.versions import serving
+from finetune_pipeline.lib import stages
+from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.reporting.markdown import png_markdown as _png_md
+from finetune_pipeline.lib.stages import promotion as promotion_stages
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
+from finetune_pipeline.lib.versions.leaderboard import Leaderboard, safe_name
 from finetune_pipeline.lib.versions.promotion import Checks, decide
-from finetune_pipeline.lib.versions.registry import Registry
 
 _AFTER_UPSTREAM = (
     (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
@@ -41,42 +35,37 @@ _AFTER_UPSTREAM = (
 def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, eval_set: ArtifactRef) -> dg.Output:
     cfg = settings.load()
     versions = context.instance.get_dynamic_partitions(MODEL_VERSIONS.name)
-    ref = lb.build(cfg, eval_set, versions, context.run_id, log_to(context))
-    board = lb.load(ref)
-    metadata = {"table": dg.MetadataValue.md(lb.markdown(board)), "eval_set": board["eval_set"],
-                "primary_metric": board["primary_metric"], "versions_ranked": len(board["rows"]),
-                "versions_missing": dg.MetadataValue.json(board["missing"])}
-    if board["rows"]:
-        metadata["best"] = board["rows"][0]["version"]
+    with core_logs(context):
+        ref = promotion_stages.leaderboard(cfg, eval_set, versions, context.run_id)
+    board = Leaderboard.load(ref.dir)
+    metadata = {"table": dg.MetadataValue.md(board.markdown()), "eval_set": board.eval_set,
+                "primary_metric": board.primary_metric, "versions_ranked": len(board.rows),
+                "versions_missing": dg.MetadataValue.json(board.missing)}
+    if board.rows:
+        metadata["best"] = board.rows[0].version
         metadata["metrics_chart"] = dg.MetadataValue.md(_png_md(ref.dir / "metrics.png", "metrics by version"))
     confusion = ref.info.get("confusion")
     if confusion:
-        png = ref.dir / f"confusion_{lb._safe(confusion['field'])}.png"
+        png = ref.dir / f"confusion_{safe_name(confusion['field'])}.png"
         metadata["confusion_matrix"] = dg.MetadataValue.md(
             f"{confusion['version']}, field `{confusion['field']}`\n\n" + _png_md(png, "confusion matrix"))
     return artifact_output(ref, **metadata)
 
 
-def blocking_checks(context: dg.AssetExecutionContext, versions: list[str], registry: Registry) -> Checks:
+def blocking_checks(context: dg.AssetExecutionContext, versions: list[str], cfg: PipelineConfig) -> Checks:
     """For each version: did the blocking checks of the asset that produced it pass, in the run that made it?"""
-    try:
-        graph = context.repository_def.asset_graph
-    except CheckError:
-        # execute_in_process runs have no repository; the code location's graph has the same checks.
-        from finetune_pipeline.definitions import defs
-
-        graph = defs.resolve_asset_graph()
+    registry, artifacts = stages.registry(cfg), stages.store(cfg)
     out: Checks = {}
-    for version in versions:
-        manifest = registry.get(version)
-        if not manifest.get("lineage") or not has_lineage(Path(manifest["lineage"])):
-            out[version] = {}
+    for key in versions:
+        version = registry.get(key)
+        lineage = version.lineage(artifacts)
+        if lineage is None:
+            out[key] = {}
             continue
-        lineage = read_lineage(Path(manifest["lineage"]))
         producer = dg.AssetKey(lineage["asset"])
-        check_keys = [k for k in graph.get_check_keys_for_assets({producer}) if graph.get_check_spec(k).blocking]
+        check_keys = blocking_check_keys(producer)
         if not check_keys:
-            out[version] = {}
+            out[key] = {}
             continue
         # The runs in which the producer emitted this very artifact (cache hits re-emit it).
         runs = [r.run_id for r in context.instance.fetch_materializations(producer, limit=200).records
@@ -88,7 +77,7 @@ def blocking_checks(context: dg.AssetExecutionContext, versions: list[str], regi
             by_run = {h.run_id: h.status.value for h in history}
             latest = next((by_run[r] for r in runs if r in by_run and by_run[r] != "PLANNED"), None)
             status[check_key.name] = None if latest is None else latest == "SUCCEEDED"
-        out[version] = status
+        out[key] = status
     return out
 
 
@@ -100,10 +89,10 @@ def blocking_checks(context: dg.AssetExecutionContext, versions: list[str], regi
 )
 def champion(context: dg.AssetExecutionContext, settings: PipelineSettings, leaderboard: ArtifactRef) -> dg.Output:
     cfg = settings.load()
-    board = lb.load(leaderboard)
-    registry, store = storage.registry(cfg), storage.promotion_store(cfg)
+    board = Leaderboard.load(leaderboard.dir)
+    registry, store = stages.registry(cfg), stages.promotion_store(cfg)
     current = (store.champion() or {}).get("version")
-    checks = blocking_checks(context, [r["version"] for r in board["rows"]], registry)
+    checks = blocking_checks(context, [r.version for r in board.rows], cfg)
     decision = decide(board, current, checks, cfg.promotion.margin)
     decision.run_id = context.run_id
     store.record(decision, registry.get(decision.champion) if decision.promoted else None)
@@ -131,22 +120,11 @@ def champion(context: dg.AssetExecutionContext, settings: PipelineSettings, lead
                 "--served-model-name set to its version key, and the `transformers serve` equivalent for CPU.",
 )
 def serving_spec(context: dg.AssetExecutionContext, settings: PipelineSettings, champion: dict) -> dg.Output:
-    cfg = settings.load()
-    manifest = storage.registry(cfg).get(champion["version"])
-    spec = serving.spec(manifest, cfg.serving)
-    key = recipe_key({"spec": spec, "code": "1"})
-    store = storage.artifact_store(cfg)
-    ref = store.find("serving_spec", key)
-    if ref is None:
-        inputs = [{"asset": "model_version", "key": manifest["key"], "path": manifest.get("lineage") or ""}]
-        with store.write("serving_spec", key, inputs=inputs, config=cfg.section("serving"), code_version="1",
-                         run_id=context.run_id) as out:
-            serving.write(spec, out.dir)
-            out.info.update(spec)
-        ref = out.ref
-    context.log.info(spec.get("vllm_command") or spec.get("note"))
-    metadata = {"version": spec["version"], "kind": spec["kind"]}
+    with core_logs(context):
+        ref, spec = promotion_stages.serving_spec(settings.load(), champion["version"], context.run_id)
+    context.log.info(spec.vllm_command or spec.note)
+    metadata = {"version": spec.version, "kind": spec.kind}
     for name in ("vllm_command", "transformers_serve_command"):
-        if spec.get(name):
-            metadata[name] = dg.MetadataValue.md(f"```\n{spec[name]}\n```")
+        if getattr(spec, name):
+            metadata[name] = dg.MetadataValue.md(f"```\n{getattr(spec, name)}\n```")
     return artifact_output(ref, **metadata)

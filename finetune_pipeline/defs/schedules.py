@@ -11,12 +11,13 @@ import dagster as dg
 
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib.config import PipelineConfig
-from finetune_pipeline.lib.versions import retraining
+from finetune_pipeline.lib.stages.promotion import retrain_check
+from finetune_pipeline.lib.versions.retraining import RetrainCheck
 
 TRAIN_JOB = "train_and_merge"
 
 
-def _request(check: retraining.RetrainCheck, run_key: str | None) -> dg.RunRequest | dg.SkipReason:
+def _request(check: RetrainCheck, run_key: str | None) -> dg.RunRequest | dg.SkipReason:
     if not check.needed:
         return dg.SkipReason(check.reason)
     return dg.RunRequest(run_key=run_key, tags={"finetune/retrain_reason": check.reason[:200],
@@ -33,7 +34,7 @@ def build(cfg: PipelineConfig) -> tuple[dg.ScheduleDefinition, dg.SensorDefiniti
         description=f"Retrains at '{s.cron}' ({s.timezone}) when raw data or config changed since the last version.",
     )
     def nightly_retrain(context: dg.ScheduleEvaluationContext, settings: PipelineSettings):
-        return _request(retraining.check(settings.load()), None)
+        return _request(retrain_check(settings.load()), None)
 
     @dg.sensor(
         name="raw_files_changed", job_name=TRAIN_JOB, minimum_interval_seconds=s.sensor_interval_s,
@@ -41,7 +42,7 @@ def build(cfg: PipelineConfig) -> tuple[dg.ScheduleDefinition, dg.SensorDefiniti
         description="Requests a retrain when files under data.raw_dir change (schedule.raw_files_sensor).",
     )
     def raw_files_changed(context: dg.SensorEvaluationContext, settings: PipelineSettings):
-        check = retraining.check(settings.load())
+        check = retrain_check(settings.load())
         # The run key is the fingerprint of files + config: one run per distinct state.
         return _request(check, f"retrain-{check.fingerprint}")
 

@@ -13,7 +13,6 @@ import dagster as dg
 
 from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.config import DEFAULT_CONFIG, PipelineConfig, load_config
-from finetune_pipeline.lib.reporting.markdown import png_markdown  # noqa: F401  (defs modules import it from here)
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
 CONFIG_ENV = "FINETUNE_PIPELINE_CONFIG"
@@ -46,7 +45,3 @@ def artifact_output(ref: ArtifactRef, **metadata) -> dg.Output:
             **metadata,
         },
     )
-
-
-def log_to(context: dg.AssetExecutionContext):
-    return context.log.info

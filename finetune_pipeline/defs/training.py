@@ -6,9 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from finetune_pipeline.defs.settings import PipelineSettings, artifact_output, log_to
+from finetune_pipeline.defs.logs import core_logs
+from finetune_pipeline.defs.settings import PipelineSettings, artifact_output
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.models.merge import merged_matches_adapter
+from finetune_pipeline.lib.evaluation.merge_check import merged_matches_adapter
 from finetune_pipeline.lib.reporting.charts import loss_curve_png
 from finetune_pipeline.lib.reporting.markdown import png_markdown
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
@@ -22,9 +23,11 @@ MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")
 @dg.asset(group_name="training", kinds={"huggingface", "safetensors"}, code_version=stages.CODE_VERSIONS["base_model"],
           description="The base model as local safetensors; also registered as a model version (the baseline).")
 def base_model(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
-    ref = stages.base_model(settings.load(), context.run_id, log_to(context))
+    with core_logs(context):
+        ref = stages.base_model(settings.load(), context.run_id)
     context.instance.add_dynamic_partitions(MODEL_VERSIONS.name, [ref.info["version_key"]])
-    return artifact_output(ref, spec=ref.info["spec"], model_dir=dg.MetadataValue.path(ref.info["model_dir"]),
+    weights = stages.base_model_dir(ref, pull=False)  # metadata only: nothing is pulled for it
+    return artifact_output(ref, spec=ref.info["spec"], model_dir=dg.MetadataValue.path(str(weights)),
                            version_key=ref.info["version_key"])
 
 
@@ -53,7 +56,8 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
             raise RuntimeError("the training child finished without reporting a result")
         return messages[-1]
 
-    ref = stages.lora_adapter(settings.load(), base_model, training_dataset, launch, context.run_id, log_to(context))
+    with core_logs(context):
+        ref = stages.lora_adapter(settings.load(), base_model, training_dataset, launch, context.run_id)
     if ref.cache_hit:
         context.log.info(f"lora_adapter: cache hit, reused {ref.path}")
     return artifact_output(ref, **_training_metadata(ref.info))
@@ -77,7 +81,8 @@ def _training_metadata(info: dict) -> dict:
           description="Base + adapter merged (merge_and_unload) into a plain transformers model; a model version.")
 def merged_model(context: dg.AssetExecutionContext, settings: PipelineSettings, base_model: ArtifactRef,
                  lora_adapter: ArtifactRef) -> dg.Output:
-    ref = stages.merged_model(settings.load(), base_model, lora_adapter, context.run_id, log_to(context))
+    with core_logs(context):
+        ref = stages.merged_model(settings.load(), base_model, lora_adapter, context.run_id)
     context.instance.add_dynamic_partitions(MODEL_VERSIONS.name, [ref.info["version_key"]])
     return artifact_output(ref, version_key=ref.info["version_key"])
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 from urllib.parse import urlparse
 
-from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.evaluation.config import EvalConfig
 
 Conversation = Sequence[dict[str, str]]
 
@@ -167,26 +167,25 @@ def api_key_for(base_url: str, env_name: str) -> str:
     return "not-needed"  # the client insists on a non-empty key
 
 
-def backend_for(cfg: PipelineConfig, manifest: dict[str, Any]) -> EvalBackend:
-    """The backend for one registered version: remote versions use the endpoint, local ones eval.backend."""
-    e = cfg.eval
-    if manifest["kind"] == "openai":
-        if not manifest.get("remote_id"):
-            raise BackendError(f"model version {manifest['key']!r} is an OpenAI model without a remote_id")
-        return _openai(cfg, manifest["remote_id"])
-    if not manifest.get("path"):
-        raise BackendError(f"model version {manifest['key']!r} ({manifest['kind']}) has no local path to evaluate")
+def backend_for(e: EvalConfig, key: str, weights: Path | None = None, remote_id: str | None = None) -> EvalBackend:
+    """The backend for one model: a remote id goes to the endpoint, local weights through e.backend.
+
+    `key` is the model version's key, the name `vllm serve --served-model-name` gives it.
+    """
+    if remote_id:
+        return _openai(e, remote_id)
+    if weights is None:
+        raise BackendError(f"model version {key!r} has no local weights and no remote id to evaluate")
     if e.backend == "transformers":
-        return TransformersBackend(Path(manifest["path"]), e.batch_size)
+        return TransformersBackend(Path(weights), e.batch_size)
     if e.backend == "vllm":
-        return VllmBackend(Path(manifest["path"]), e.vllm.gpu_memory_utilization, e.vllm.max_model_len, e.vllm.dtype)
+        return VllmBackend(Path(weights), e.vllm.gpu_memory_utilization, e.vllm.max_model_len, e.vllm.dtype)
     if e.backend == "openai":
-        name = e.openai.model_name.replace("{key}", manifest["key"]).replace("{path}", str(manifest["path"]))
-        return _openai(cfg, name)
+        return _openai(e, e.openai.model_name.replace("{key}", key).replace("{path}", str(weights)))
     raise BackendError(f"unknown eval.backend {e.backend!r}")
 
 
-def _openai(cfg: PipelineConfig, model: str) -> OpenAICompatibleBackend:
-    o = cfg.eval.openai
+def _openai(e: EvalConfig, model: str) -> OpenAICompatibleBackend:
+    o = e.openai
     return OpenAICompatibleBackend(o.base_url, model, api_key_env=o.api_key_env, concurrency=o.concurrency,
                                    timeout_s=o.timeout_s, max_retries=o.max_retries)

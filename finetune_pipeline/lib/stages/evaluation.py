@@ -2,29 +2,48 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib import stores as storage
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.data.cleaning import read_split
-from finetune_pipeline.lib.evaluation.backends import EvalBackend, backend_for
+from finetune_pipeline.lib.evaluation.backends import EvalBackend
+from finetune_pipeline.lib.evaluation.backends import backend_for as make_backend
 from finetune_pipeline.lib.evaluation.classification import load_labels
 from finetune_pipeline.lib.evaluation.evaluate import ClassificationSettings, EvalSettings, EvalSubject, evaluate
-from finetune_pipeline.lib.stages.code_versions import CODE_VERSIONS
-from finetune_pipeline.lib.stages.common import Log
-from finetune_pipeline.lib.stages.common import store as _store
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.storage.hashing import hash_file, recipe_key
+from finetune_pipeline.lib.stages.common import artifact_key, build_artifact, registry, store
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef, ArtifactStore
+from finetune_pipeline.lib.storage.hashing import hash_file
+from finetune_pipeline.lib.versions import kinds
+from finetune_pipeline.lib.versions.version import ModelVersion
+
+log = logging.getLogger(__name__)
 
 
-def _model_eval_recipe(cfg: PipelineConfig, manifest: dict[str, Any], backend: EvalBackend,
-                       eval_set_ref: ArtifactRef) -> dict[str, Any]:
-    version_input = {"asset": "model_version", "key": manifest["key"], "path": manifest["lineage"] or manifest["path"]}
-    if manifest.get("remote_id"):
-        version_input["remote_id"] = manifest["remote_id"]
+def backend_for(cfg: PipelineConfig, version: ModelVersion, artifacts: ArtifactStore | None = None) -> EvalBackend:
+    """How this version is run: a remote kind by its remote id at the endpoint, local weights through eval.backend.
+
+    Nothing is pulled here (the leaderboard computes every version's eval key); `model_eval` pulls the
+    weights before it generates.
+    """
+    if kinds.get(version.kind).remote:
+        return make_backend(cfg.eval, version.key, remote_id=version.remote_id or "")
+    return make_backend(cfg.eval, version.key, weights=version.weights_dir(artifacts or store(cfg), pull=False))
+
+
+def _recipe(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, eval_set_ref: ArtifactRef
+            ) -> dict[str, Any]:
+    # The version by what makes it: the artifact that produced it, its weights outside the store, its remote id.
+    version_input = {"asset": "model_version", "key": version.key}
+    if version.artifact:
+        version_input["artifact"] = f"{version.artifact.asset}/{version.artifact.key}"
+    if version.weights and Path(version.weights).is_absolute():
+        version_input["weights"] = version.weights
+    if version.remote_id:
+        version_input["remote_id"] = version.remote_id
     recipe = {"version": version_input, "eval_set": eval_set_ref.key, "backend": backend.identity(),
-              "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit},
-              "code": CODE_VERSIONS["model_eval"]}
+              "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit}}
     c = cfg.eval.classification
     if c.field:
         # The label set's content, not the file's name, decides the scores.
@@ -35,46 +54,51 @@ def _model_eval_recipe(cfg: PipelineConfig, manifest: dict[str, Any], backend: E
 
 def model_eval_key(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef) -> str:
     """The model_eval artifact key the current config gives this version on this eval set."""
-    manifest = storage.registry(cfg).get(version_key)
-    return recipe_key(_model_eval_recipe(cfg, manifest, backend_for(cfg, manifest), eval_set_ref))
+    version = registry(cfg).get(version_key)
+    return artifact_key("model_eval", _recipe(cfg, version, backend_for(cfg, version), eval_set_ref))
 
 
-def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef, run_id: str | None = None,
-               log: Log = print) -> ArtifactRef:
+def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef, run_id: str | None = None
+               ) -> ArtifactRef:
     """Evaluate the named version (never "the latest") on the eval set.
 
     The backend follows the version's kind: OpenAI models through the
     OpenAI-compatible endpoint by their remote id, local ones through
     eval.backend (transformers, vllm, or a server speaking the OpenAI API).
     """
-    manifest = storage.registry(cfg).get(version_key)
-    backend = backend_for(cfg, manifest)
-    recipe = _model_eval_recipe(cfg, manifest, backend, eval_set_ref)
-    key = recipe_key(recipe)
-    store = _store(cfg)
-    if hit := store.find("model_eval", key):
-        log(f"cache hit: {version_key} already evaluated on eval set {eval_set_ref.key} with {backend.name}")
-        return hit
-    storage.registry(cfg).ensure_local(manifest)  # the version's weights, on a machine that has not got them
+    artifacts = store(cfg)
+    version = registry(cfg).get(version_key)
+    backend = backend_for(cfg, version, artifacts)
+    recipe = _recipe(cfg, version, backend, eval_set_ref)
+
+    def build(out: Path) -> dict:
+        version.weights_dir(artifacts)  # pulls the version's weights onto a machine that has not got them
+        return _evaluate(cfg, version, backend, recipe, eval_set_ref, out)
+
+    return build_artifact(cfg, "model_eval", build, recipe=recipe, inputs=[recipe["version"], eval_set_ref],
+                          config={**recipe["generation"], "backend": recipe["backend"],
+                                  "classification": recipe.get("classification")},
+                          unchanged=f"{version_key} already evaluated on eval set {eval_set_ref.key} "
+                                    f"with {backend.name}", run_id=run_id)
+
+
+def _evaluate(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, recipe: dict[str, Any],
+              eval_set_ref: ArtifactRef, out: Path) -> dict[str, Any]:
+    """Generate, score and write report.json and predictions.jsonl into `out`; the report is the artifact's info."""
+    version_key = version.key
     test_file = eval_set_ref.dir / "test.jsonl"
     records = read_split(test_file)
     if cfg.eval.limit:
         records = records[: cfg.eval.limit]
     if not records:
         raise ValueError(f"{test_file}: the test split is empty; nothing to evaluate")
-    log(f"model_eval[{version_key}]: {len(records)} rows through {backend.identity()}")
+    log.info("model_eval[%s]: %d rows through %s", version_key, len(records), backend.identity())
     settings = EvalSettings(max_new_tokens=cfg.eval.max_new_tokens, classification=_classification(cfg, eval_set_ref))
-    subject = EvalSubject(version=version_key, kind=manifest["kind"], eval_set=eval_set_ref.key,
-                          test_file=str(test_file))
+    subject = EvalSubject(version=version_key, kind=version.kind, eval_set=eval_set_ref.key, test_file=str(test_file))
     report = evaluate(backend, records, settings, subject)
-    with store.write("model_eval", key, inputs=[recipe["version"], eval_set_ref.as_input()],
-                     config={**recipe["generation"], "backend": recipe["backend"],
-                             "classification": recipe.get("classification")},
-                     code_version=CODE_VERSIONS["model_eval"], run_id=run_id) as out:
-        report.save(out.dir)
-        out.info.update(report.to_json())
-    log(f"model_eval[{version_key}]: {report.metrics} in {report.eval_seconds:.1f}s")
-    return out.ref
+    report.save(out)
+    log.info("model_eval[%s]: %s in %.1fs", version_key, report.metrics, report.eval_seconds)
+    return report.to_json()
 
 
 def _classification(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> ClassificationSettings | None:
@@ -84,7 +108,7 @@ def _classification(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> Classific
         return None
     train_records: list[dict[str, Any]] = []
     if not c.labels_file:
-        dataset = _store(cfg).find("training_dataset", eval_set_ref.info["dataset"])
+        dataset = store(cfg).find("training_dataset", eval_set_ref.info["dataset"])
         if dataset is None:
             raise FileNotFoundError(f"eval.classification: the labels come from the training split, but dataset "
                                     f"{eval_set_ref.info['dataset']} is gone; set eval.classification.labels_file")

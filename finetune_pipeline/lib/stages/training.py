@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -10,11 +11,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune_pipeline.lib.config import PipelineConfig
-from finetune_pipeline.lib.stages.code_versions import CODE_VERSIONS
-from finetune_pipeline.lib.stages.common import Log
-from finetune_pipeline.lib.stages.common import store as _store
+from finetune_pipeline.lib.stages.common import artifact_key, build_artifact, store
+from finetune_pipeline.lib.stages.models import base_model_dir
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.storage.hashing import hash_file, recipe_key
+from finetune_pipeline.lib.storage.hashing import hash_file
 from finetune_pipeline.lib.training.detached import (
     collect_result,
     detach,
@@ -22,6 +22,8 @@ from finetune_pipeline.lib.training.detached import (
 )
 from finetune_pipeline.lib.training.engine import child_command, require_cuda_for
 from finetune_pipeline.lib.training.spec import TrainSpec
+
+log = logging.getLogger(__name__)
 
 # Runs the training child for a spec file and returns its result dict.
 Launcher = Callable[[Path], dict[str, Any]]
@@ -38,17 +40,18 @@ def launch_subprocess(spec_path: Path) -> dict[str, Any]:
 
 def training_work_dir(cfg: PipelineConfig, key: str) -> Path:
     """Checkpoints of the training for recipe `key`: outlives a killed child, so a retry resumes."""
-    return _store(cfg).root / "lora_adapter" / f".work-{key}"
+    return store(cfg).root / "lora_adapter" / f".work-{key}"
 
 
 def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, launch: Launcher = launch_subprocess,
-                 run_id: str | None = None, log: Log = print) -> ArtifactRef:
+                 run_id: str | None = None) -> ArtifactRef:
+    """The adapter (or full fine-tune) trained on the dataset's train split, in a child process (or pod)."""
     train_cfg = cfg.section("train")
     require_cuda_for(cfg.train.effective_method)  # before anything is loaded or launched
-    inputs = [base.as_input(), dataset.as_input()]
+    inputs: list[ArtifactRef | dict] = [base, dataset]
     # Where the child runs (subprocess or a k8s pod) does not change what it trains.
     trained = {k: v for k, v in train_cfg.items() if k not in ("runner", "pod")}
-    recipe = {"base": base.key, "dataset": dataset.key, "train": trained, "code": CODE_VERSIONS["lora_adapter"]}
+    recipe = {"base": base.key, "dataset": dataset.key, "train": trained}
     general_file = None
     if cfg.train.general_mix_ratio > 0:
         general_file = cfg.path(cfg.train.general_mix_source)
@@ -58,43 +61,45 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
         general = {"asset": "general instructions", "path": str(general_file), "sha256": hash_file(general_file)}
         inputs.append(general)
         recipe["general"] = general["sha256"]  # the file's content, not its name
-    key = recipe_key(recipe)
-    store = _store(cfg)
-    if hit := store.find("lora_adapter", key):
-        log(f"cache hit: base model, dataset and training config unchanged; reusing adapter lora_adapter/{key} "
-            f"(trained in run {hit.lineage().get('dagster_run_id')}), no training needed")
-        return hit
+    key = artifact_key("lora_adapter", recipe)
+    artifacts = store(cfg)
     work = training_work_dir(cfg, key)
-    work.mkdir(parents=True, exist_ok=True)
-    with store.write("lora_adapter", key, inputs=inputs, config=train_cfg,
-                     code_version=CODE_VERSIONS["lora_adapter"], run_id=run_id) as out:
-        detached = store.remote is not None and cfg.train.runner == "k8s"
+    detached = artifacts.remote is not None and cfg.train.runner == "k8s"
+    spec = None
+
+    def build(out: Path) -> dict:
+        nonlocal spec
+        work.mkdir(parents=True, exist_ok=True)
         if not detached:  # the child reads these folders; a detached pod pulls them itself
-            base.ensure_local()
             dataset.ensure_local()
         spec = TrainSpec(
-            base_model_dir=base.info["model_dir"],
+            base_model_dir=str(base_model_dir(base, pull=not detached)),
             train_file=str(Path(dataset.path) / "train.jsonl"),
             val_file=str(Path(dataset.path) / "val.jsonl"),
-            output_dir=str(out.dir),
+            output_dir=str(out),
             work_dir=str(work),
             train=cfg.train,
             trust_remote_code=cfg.model.base_model in cfg.model.trust_remote_code_allow,
             general_file=str(general_file) if general_file else None,
         )
         if detached:  # the pod shares no folder with this run: it pulls its inputs, uploads its output
-            spec = detach(spec, store.remote, key, [("base_model", base.key), ("training_dataset", dataset.key)])
+            spec = detach(spec, artifacts.remote, key, [("base_model", base.key), ("training_dataset", dataset.key)])
         spec_path = work / "spec.json"
         spec_path.write_text(spec.dump())
         result = launch(spec_path)
         if detached:
-            log(f"lora_adapter: {len(collect_result(spec, store.remote, out.dir))} file(s) back from the training pod")
+            log.info("lora_adapter: %d file(s) back from the training pod",
+                     len(collect_result(spec, artifacts.remote, out)))
         weights = "model.safetensors" if cfg.train.effective_method == "full" else "adapter_model.safetensors"
-        if not any(out.dir.glob(weights.replace(".safetensors", "*.safetensors"))):
+        if not any(out.glob(weights.replace(".safetensors", "*.safetensors"))):
             raise RuntimeError(f"training child exited without saving {weights}; checkpoints kept in {work}")
-        out.info.update(result)
-    # Only a finished artifact retires the checkpoints; a failed attempt leaves them for the retry.
-    shutil.rmtree(work, ignore_errors=True)
-    if detached:
-        forget_checkpoints(spec, store.remote)
-    return out.ref
+        return result
+
+    ref = build_artifact(cfg, "lora_adapter", build, recipe=recipe, inputs=inputs, config=train_cfg,
+                         unchanged="base model, dataset and training config unchanged (no training needed)",
+                         run_id=run_id)
+    if spec is not None:  # trained now: only a finished artifact retires the checkpoints
+        shutil.rmtree(work, ignore_errors=True)
+        if detached:
+            forget_checkpoints(spec, artifacts.remote)
+    return ref

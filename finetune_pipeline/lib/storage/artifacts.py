@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import re
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -40,13 +39,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.storage.hashing import hash_file
+from finetune_pipeline.lib.storage.layout import LINEAGE_FILE, artifact_dir
 from finetune_pipeline.lib.storage.secrets import refuse_secrets
 from finetune_pipeline.lib.storage.temp_folders import remove_stale_tmp, temp_sibling
 
 if TYPE_CHECKING:
     from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
 
-LINEAGE_FILE = "lineage.json"
 
 
 def git_commit() -> str | None:
@@ -63,15 +62,27 @@ def git_commit() -> str | None:
 
 @dataclass
 class ArtifactRef:
-    """What assets pass to each other: a path and hashes, never tensors."""
+    """What assets pass to each other: an artifact's address (asset, key) and its info, never tensors.
+
+    `path` is where the artifact is (or will be pulled to) on this machine; `remote` describes the
+    bucket when artifacts are on object storage. Together they rebuild the store, so a ref carried
+    to another process (Dagster's IO manager) or another machine can read and pull its artifact.
+    """
 
     asset: str
     key: str
     path: str
     cache_hit: bool = False
     info: dict[str, Any] = field(default_factory=dict)
-    # With artifacts on object storage: RemoteArtifacts.describe(), so any process can pull this artifact.
-    remote: dict[str, Any] | None = None
+    remote: dict[str, Any] | None = None  # RemoteArtifacts.describe(); None for a local folder
+
+    def store(self) -> "ArtifactStore":
+        root = Path(self.path).parent.parent
+        if self.remote is None:
+            return ArtifactStore(root)
+        from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
+
+        return ArtifactStore(root, RemoteArtifacts(self.remote["url"], root, self.remote.get("options")))
 
     @property
     def dir(self) -> Path:
@@ -79,47 +90,28 @@ class ArtifactRef:
         self.ensure_local()
         return Path(self.path)
 
-    def _remote(self) -> "RemoteArtifacts":
-        from finetune_pipeline.lib.storage.object_store import remote_for
-
-        return remote_for(self.remote["url"], Path(self.remote["mirror"]), self.remote.get("options"))
-
     def ensure_local(self) -> "ArtifactRef":
         """Pull the artifact into the local mirror if it is not there (a fresh pod); returns self."""
         if self.remote and not (Path(self.path) / LINEAGE_FILE).is_file():
-            if self._remote().pull(self.asset, self.key) is None:
-                raise FileNotFoundError(f"artifact {self.asset}/{self.key} is neither in {self.path} "
-                                        f"nor in {self.remote['url']}")
+            self.store().ensure_local(self.asset, self.key)
         return self
 
     def lineage(self) -> dict[str, Any]:
         """Read without pulling the payload."""
-        if self.remote:
-            self._remote()  # makes the bucket known to read_lineage in this process
-        return read_lineage(Path(self.path))
+        lineage = self.store().lineage(self.asset, self.key)
+        if lineage is None:
+            raise FileNotFoundError(f"artifact {self.asset}/{self.key} has no lineage.json in {self.path}"
+                                    + (f" nor in {self.remote['url']}" if self.remote else ""))
+        return lineage
 
     def as_input(self) -> dict[str, str]:
+        """How lineage names this artifact as an input: its address, and its folder for whoever reads it."""
         return {"asset": self.asset, "key": self.key, "path": self.path}
 
 
-def read_lineage(path: Path) -> dict[str, Any]:
-    """The lineage of the artifact folder `path`; for a bucket's mirror not pulled here, the bucket's copy."""
-    local = Path(path) / LINEAGE_FILE
-    if not local.is_file():
-        from finetune_pipeline.lib.storage.object_store import remote_lineage
-
-        if (data := remote_lineage(Path(path))) is not None:
-            return json.loads(data)
-    return json.loads(local.read_text())
-
-
-def has_lineage(path: Path) -> bool:
-    """Whether `path` is a finished artifact, here or in the bucket it mirrors."""
-    try:
-        read_lineage(path)
-        return True
-    except (FileNotFoundError, NotADirectoryError):
-        return False
+def read_lineage(folder: Path) -> dict[str, Any]:
+    """The lineage.json of a local artifact folder."""
+    return json.loads((Path(folder) / LINEAGE_FILE).read_text())
 
 
 class ArtifactStore:
@@ -131,19 +123,22 @@ class ArtifactStore:
         if remote is not None and remote.mirror != self.root:
             raise ValueError(f"the mirror of {remote.url} is {remote.mirror}, not {self.root}")
 
-    def _ref(self, asset: str, key: str, path: Path, cache_hit: bool, info: dict[str, Any]) -> ArtifactRef:
-        return ArtifactRef(asset, key, str(path), cache_hit=cache_hit, info=info,
+    def _ref(self, asset: str, key: str, cache_hit: bool, info: dict[str, Any]) -> ArtifactRef:
+        return ArtifactRef(asset, key, str(self.dir(asset, key)), cache_hit=cache_hit, info=info,
                            remote=self.remote.describe() if self.remote else None)
 
     def dir(self, asset: str, key: str) -> Path:
-        # Asset and key are each one plain folder name (hashes, validated version keys); a name
-        # with a separator or "..", or a symlink on the way, could lead elsewhere: refused.
-        plain = all(n and n not in (".", "..") and not re.search(r"[/\\\0]", n) for n in (asset, key))
-        d = (self.root / asset / key).resolve()
-        if not plain or d.parent.parent != self.root:
-            raise ValueError(f"artifact path {asset!r}/{key!r} escapes the artifacts root {self.root}: "
-                             "asset and key must each be one plain folder name inside it")
-        return d
+        """The artifact's folder on this machine (in the mirror, with artifacts on object storage)."""
+        return artifact_dir(self.root, asset, key)
+
+    def lineage(self, asset: str, key: str) -> dict[str, Any] | None:
+        """The artifact's lineage, from this machine or the bucket, without pulling its files; None if absent."""
+        local = self.dir(asset, key) / LINEAGE_FILE
+        if local.is_file():
+            return json.loads(local.read_text())
+        if self.remote is not None and (data := self.remote.lineage_bytes(asset, key)) is not None:
+            return json.loads(data)
+        return None
 
     def find(self, asset: str, key: str) -> ArtifactRef | None:
         """The finished artifact for this recipe key, or None.
@@ -151,12 +146,16 @@ class ArtifactStore:
         From a bucket, only lineage.json is read here; the files are pulled when the ref's `dir` is
         first used, so a run whose steps are all cache hits downloads no weights.
         """
+        lineage = self.lineage(asset, key)
+        return None if lineage is None else self._ref(asset, key, True, lineage.get("info", {}))
+
+    def ensure_local(self, asset: str, key: str) -> Path:
+        """The artifact's local folder, pulled from the bucket first if this machine lacks it."""
         d = self.dir(asset, key)
-        if (d / LINEAGE_FILE).is_file():
-            return self._ref(asset, key, d, True, read_lineage(d).get("info", {}))
-        if self.remote is not None and (data := self.remote.lineage_bytes(asset, key)) is not None:
-            return self._ref(asset, key, d, True, json.loads(data).get("info", {}))
-        return None
+        if not (d / LINEAGE_FILE).is_file() and (self.remote is None or self.remote.pull(asset, key) is None):
+            raise FileNotFoundError(f"artifact {asset}/{key} is neither in {d}"
+                                    + (f" nor in {self.remote.url}" if self.remote else ""))
+        return d
 
     @contextmanager
     def write(
@@ -197,7 +196,7 @@ class ArtifactStore:
             }
             # lineage.json and its `info` (the asset's Dagster metadata) are read by everyone.
             refuse_secrets(f"lineage of {asset}/{key}", lineage)
-            _write_json(tmp / LINEAGE_FILE, lineage)
+            write_json(tmp / LINEAGE_FILE, lineage)
             _fsync_tree(tmp)
             if self.remote is not None and self.remote.exists(asset, key):
                 # Another machine published this recipe first: keep the bucket's, as for a lost rename.
@@ -205,7 +204,7 @@ class ArtifactStore:
                 self.remote.pull(asset, key)
                 pending.info = read_lineage(final).get("info", {})
                 pending.lost_race = True
-                pending.ref = self._ref(asset, key, final, False, pending.info)
+                pending.ref = self._ref(asset, key, False, pending.info)
                 return
             if self.remote is not None:
                 self.remote.push(tmp, asset, key)  # before the local rename: the mirror is never ahead of the bucket
@@ -224,7 +223,7 @@ class ArtifactStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        pending.ref = self._ref(asset, key, final, False, pending.info)
+        pending.ref = self._ref(asset, key, False, pending.info)
 
 
 @dataclass
@@ -257,8 +256,5 @@ def _fsync_tree(root: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-
-
-write_json = _write_json

@@ -29,8 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.storage.artifacts import LINEAGE_FILE
 from finetune_pipeline.lib.storage.hashing import hash_file
+from finetune_pipeline.lib.storage.layout import LINEAGE_FILE, artifact_dir
 from finetune_pipeline.lib.storage.temp_folders import temp_sibling
 
 
@@ -108,7 +108,7 @@ class RemoteArtifacts:
 
     def pull(self, asset: str, key: str) -> Path | None:
         """Make the artifact present in the mirror; its local folder, or None if the bucket lacks it."""
-        final = self.mirror / asset / key
+        final = artifact_dir(self.mirror, asset, key)
         if (final / LINEAGE_FILE).is_file():
             return final
         # Named like a local write's temporary folder, so the next write removes it if this process dies.
@@ -124,13 +124,6 @@ class RemoteArtifacts:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return final
-
-    def pull_path(self, path: Path) -> bool:
-        """Pull the artifact whose mirror folder is `path`, if `path` is one; whether it is now local."""
-        path = Path(path).resolve()
-        if path.parent.parent != self.mirror:
-            return False
-        return self.pull(path.parent.name, path.name) is not None
 
     # -- small mutable files (state_files.py) and the training pod's exchange -------------
 
@@ -166,39 +159,3 @@ class RemoteArtifacts:
         except FileNotFoundError:
             return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
-
-
-# One RemoteArtifacts per mirror folder in this process, so that a path read from a lineage or a
-# manifest (always a mirror path) can be pulled on demand by whoever follows it.
-_BY_MIRROR: dict[Path, RemoteArtifacts] = {}
-
-
-def remote_for(url: str, mirror: Path, options: dict[str, Any] | None = None) -> RemoteArtifacts:
-    mirror = Path(mirror).resolve()
-    known = _BY_MIRROR.get(mirror)
-    if known is None or known.url != url.rstrip("/") or known.options != dict(options or {}):
-        known = _BY_MIRROR[mirror] = RemoteArtifacts(url, mirror, options)
-    return known
-
-
-def _remote_of_folder(path: Path) -> RemoteArtifacts | None:
-    """The known bucket whose mirror holds the artifact folder `path` (<mirror>/<asset>/<key>)."""
-    return _BY_MIRROR.get(Path(path).resolve().parent.parent)
-
-
-def remote_lineage(path: Path) -> bytes | None:
-    """lineage.json of the artifact whose mirror folder is `path`, read from its bucket (None if unknown).
-
-    Reading a lineage never pulls the payload: walking lineage or ranking versions must not
-    download every model's weights.
-    """
-    remote = _remote_of_folder(path)
-    return remote.lineage_bytes(Path(path).parent.name, Path(path).name) if remote is not None else None
-
-
-def ensure_local_path(path: Path) -> bool:
-    """If `path` is an artifact folder of a known mirror and missing, pull it; whether it is local now."""
-    if (Path(path) / LINEAGE_FILE).is_file():
-        return True
-    remote = _remote_of_folder(path)
-    return remote is not None and remote.pull_path(path)

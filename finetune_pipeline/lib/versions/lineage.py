@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from finetune_pipeline.lib.storage.artifacts import has_lineage, read_lineage
+from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.versions.registry import Registry
 
 # What each asset's summary line shows from its lineage info.
@@ -15,33 +14,45 @@ SUMMARY_KEYS = ("raw_rows", "kept", "quarantined", "splits", "reasons", "spec", 
                 "estimated_cost_usd")
 
 
-def version_lineage(registry: Registry, version: str) -> dict[str, Any]:
-    manifest = registry.get(version)
-    node: dict[str, Any] = {"version": version, "kind": manifest["kind"], "path": manifest["path"],
-                            "remote_id": manifest.get("remote_id"), "registered_at": manifest.get("registered_at"),
-                            "info": manifest.get("info", {})}
-    if manifest.get("lineage") and has_lineage(Path(manifest["lineage"])):
-        node["artifact"] = artifact_lineage(Path(manifest["lineage"]))
-    elif manifest.get("lineage"):
-        node["missing_lineage"] = manifest["lineage"]  # say so rather than fail: the manifest is still useful
+def version_lineage(registry: Registry, store: ArtifactStore, key: str) -> dict[str, Any]:
+    """A version and the tree of artifacts behind it, read from lineage.json files (never pulling payloads)."""
+    version = registry.get(key)
+    weights = version.weights_dir(store, pull=False)
+    node: dict[str, Any] = {"version": key, "kind": version.kind, "path": str(weights) if weights else None,
+                            "remote_id": version.remote_id, "registered_at": version.registered_at,
+                            "info": version.info}
+    if version.artifact is not None:
+        address = (version.artifact.asset, version.artifact.key)
+        if store.lineage(*address) is not None:
+            node["artifact"] = artifact_lineage(store, *address)
+        else:  # say so rather than fail: the manifest is still useful
+            node["missing_lineage"] = str(store.dir(*address))
     return node
 
 
-def artifact_lineage(path: Path, _seen: set[str] | None = None) -> dict[str, Any]:
+def artifact_lineage(store: ArtifactStore, asset: str, key: str, _seen: set[tuple[str, str]] | None = None
+                     ) -> dict[str, Any]:
     seen = _seen if _seen is not None else set()
-    lineage = read_lineage(path)
+    lineage = store.lineage(asset, key)
     node = {k: lineage.get(k) for k in ("asset", "key", "code_version", "dagster_run_id", "created_at", "config")}
-    node["path"] = str(path)
+    node["path"] = str(store.dir(asset, key))
     node["info"] = {k: lineage["info"][k] for k in SUMMARY_KEYS if k in lineage.get("info", {})}
     node["inputs"] = []
     for inp in lineage.get("inputs", []):
-        inp_path = inp.get("path")
-        if inp_path and inp_path not in seen and has_lineage(Path(inp_path)):
-            seen.add(inp_path)
-            node["inputs"].append(artifact_lineage(Path(inp_path), seen))
-        else:
+        address = (inp.get("asset"), inp.get("key"))
+        if all(address) and address not in seen and _is_artifact(store, *address):
+            seen.add(address)
+            node["inputs"].append(artifact_lineage(store, *address, seen))
+        else:  # an external input (a raw file, a base model's source) or a model version
             node["inputs"].append(dict(inp))
     return node
+
+
+def _is_artifact(store: ArtifactStore, asset: str, key: str) -> bool:
+    try:
+        return store.lineage(asset, key) is not None
+    except ValueError:  # not a plain folder name: an external input's label
+        return False
 
 
 def format_lineage(tree: dict[str, Any]) -> str:

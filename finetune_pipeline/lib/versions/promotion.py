@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune_pipeline.lib.storage.state_files import StateFiles
+from finetune_pipeline.lib.versions.leaderboard import Leaderboard
+from finetune_pipeline.lib.versions.version import ModelVersion
 
 if TYPE_CHECKING:
     from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
@@ -40,20 +42,20 @@ class Decision:
     run_id: str | None = None
 
 
-def decide(board: dict[str, Any], current: str | None, checks: Checks, margin: float) -> Decision:
+def decide(board: Leaderboard, current: str | None, checks: Checks, margin: float) -> Decision:
     """Pick the champion from a ranked leaderboard (pure: no files, no Dagster)."""
-    metric = board["primary_metric"]
-    scores = {r["version"]: r["metrics"].get(metric) for r in board["rows"]}
+    metric = board.primary_metric
+    scores = board.scores()
     decision = Decision(champion=current, previous=current, promoted=False, primary_metric=metric, margin=margin,
-                        eval_set=board["eval_set"], scores=scores)
+                        eval_set=board.eval_set, scores=scores)
     reasons = decision.reasons
     champion_score = scores.get(current) if current else None
     if current and champion_score is None:
-        reasons.append(f"champion {current} has no {metric} on eval set {board['eval_set']}; "
+        reasons.append(f"champion {current} has no {metric} on eval set {board.eval_set}; "
                        "no promotion until it is evaluated there (finetune-pipeline backfill-evals)")
         return decision
-    for row in board["rows"]:  # best first
-        version, score = row["version"], scores[row["version"]]
+    for row in board.rows:  # best first
+        version, score = row.version, scores[row.version]
         if version == current:
             continue
         if score is None:
@@ -96,7 +98,7 @@ class PromotionStore:
         text = self.files.read(self.HISTORY) or ""
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-    def record(self, decision: Decision, manifest: dict[str, Any] | None) -> None:
+    def record(self, decision: Decision, version: ModelVersion | None) -> None:
         """Append the decision (unless it repeats the last one) and move the champion on promotion."""
         decision.decided_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         entry = asdict(decision)
@@ -104,7 +106,8 @@ class PromotionStore:
         if history and _same(history[-1], entry) and not decision.promoted:
             return  # the automation re-ran with nothing new: don't grow the log
         if decision.promoted:
-            state = {"version": decision.champion, "since": decision.decided_at, "manifest": manifest,
+            state = {"version": decision.champion, "since": decision.decided_at,
+                     "manifest": version.model_dump(mode="json") if version else None,
                      "score": decision.scores.get(decision.champion), "primary_metric": decision.primary_metric,
                      "eval_set": decision.eval_set, "previous": decision.previous, "run_id": decision.run_id}
             self.files.write(self.CHAMPION, json.dumps(state, indent=2) + "\n")  # readers see old or new

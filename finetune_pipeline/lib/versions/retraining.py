@@ -1,86 +1,81 @@
-"""Is a retrain needed? Compare the raw files and config now with the last fine-tuned version's lineage.
+"""Is a retrain needed? Compare the raw files and config now with what the last fine-tuned version was trained from.
 
 The nightly schedule asks this before it requests a run: if the raw files
 (by sha256) and the config sections that make a model (data, model, train) are
-what the newest LoRA version was trained from, a run would only produce cache
-hits, so it skips and says why.
+what the newest fine-tuned version was trained from (read from its lineage), a
+run would only produce cache hits, so it skips and says why.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from finetune_pipeline.lib import stores as storage
-from finetune_pipeline.lib.config import PipelineConfig
-from finetune_pipeline.lib.data.raw_files import RawDataError, list_raw_files, raw_name
-from finetune_pipeline.lib.storage.artifacts import has_lineage, read_lineage
-from finetune_pipeline.lib.storage.hashing import hash_file, recipe_key
+from finetune_pipeline.lib.storage.hashing import recipe_key
+
+if TYPE_CHECKING:
+    from finetune_pipeline.lib.storage.artifacts import ArtifactStore
+    from finetune_pipeline.lib.versions.version import ModelVersion
 
 SECTIONS = ("data", "model", "train")
+
+
+@dataclass
+class TrainedFrom:
+    """The inputs of a training: raw file path -> sha256, and the config sections that decide the model."""
+
+    files: dict[str, str]
+    sections: dict[str, Any]  # data, model, train as plain JSON
+    created_at: str = ""
 
 
 @dataclass
 class RetrainCheck:
     needed: bool
     reason: str
-    fingerprint: str  # of the raw files + config now; the schedule's run key
+    fingerprint: str  # of the raw files + config now; the sensor's run key
     last_version: str | None = None
 
 
-def current_inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    raw_dir = cfg.raw_dir
-    files = {str(raw_dir / raw_name(p, raw_dir)): hash_file(p) for p in list_raw_files(raw_dir)}
-    return {"files": files, **{s: cfg.section(s) for s in SECTIONS}}
+def trained_from_merged(version: "ModelVersion", store: "ArtifactStore") -> TrainedFrom | None:
+    """merged_model <- lora_adapter <- (training_dataset <- raw_examples, base_model), read from their lineage."""
+    def lineage(asset: str, key: str) -> dict[str, Any]:
+        found = store.lineage(asset, key)
+        if found is None:
+            raise FileNotFoundError(f"{version.key}: the lineage of {asset}/{key} is gone")
+        return found
 
+    def inputs_of(lineage_: dict[str, Any]) -> dict[str, str]:
+        return {i["asset"]: i["key"] for i in lineage_.get("inputs", []) if i.get("asset") and i.get("key")}
 
-def last_trained_version(cfg: PipelineConfig) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The newest LoRA version and the inputs it was trained from, read from its lineage."""
-    found = []
-    for manifest in storage.registry(cfg).manifests():
-        lineage_dir = Path(manifest.get("lineage") or "")
-        if manifest["kind"] == "lora_merged" and has_lineage(lineage_dir):
-            found.append((read_lineage(lineage_dir).get("created_at", ""), manifest))
-    if not found:
+    merged = version.lineage(store)
+    if merged is None:
         return None
-    _, manifest = max(found, key=lambda pair: pair[0])
-    return manifest, _trained_from(Path(manifest["lineage"]))
+    adapter = lineage("lora_adapter", inputs_of(merged)["lora_adapter"])
+    dataset = lineage("training_dataset", inputs_of(adapter)["training_dataset"])
+    base = lineage("base_model", inputs_of(adapter)["base_model"])
+    raw = lineage("raw_examples", inputs_of(dataset)["raw_examples"])
+    files = {i["path"]: i["sha256"] for i in raw.get("inputs", []) if "sha256" in i}
+    return TrainedFrom(files, {"data": dataset["config"], "model": base["config"], "train": adapter["config"]},
+                       merged.get("created_at", ""))
 
 
-def _trained_from(merged_dir: Path) -> dict[str, Any]:
-    def inputs_of(path: Path) -> dict[str, dict[str, Any]]:
-        return {i["asset"]: i for i in read_lineage(path).get("inputs", []) if i.get("asset")}
-
-    adapter = Path(inputs_of(merged_dir)["lora_adapter"]["path"])
-    adapter_inputs = inputs_of(adapter)
-    dataset, base = Path(adapter_inputs["training_dataset"]["path"]), Path(adapter_inputs["base_model"]["path"])
-    raw = Path(inputs_of(dataset)["raw_examples"]["path"])
-    files = {i["path"]: i["sha256"] for i in read_lineage(raw).get("inputs", []) if "sha256" in i}
-    return {"files": files, "data": read_lineage(dataset)["config"], "model": read_lineage(base)["config"],
-            "train": read_lineage(adapter)["config"]}
-
-
-def check(cfg: PipelineConfig) -> RetrainCheck:
-    try:
-        now = current_inputs(cfg)
-    except (RawDataError, FileNotFoundError) as e:
-        return RetrainCheck(False, f"cannot read the raw data: {e}", "")
-    fingerprint = recipe_key(now)
-    last = last_trained_version(cfg)
-    if last is None:
+def compare(now: TrainedFrom, last: "ModelVersion | None", then: TrainedFrom | None) -> RetrainCheck:
+    """Whether `now` differs from what `last` was trained from, and what changed."""
+    fingerprint = recipe_key({"files": now.files, **now.sections})
+    if last is None or then is None:
         return RetrainCheck(True, "no fine-tuned model version yet", fingerprint)
-    manifest, then = last
-    changes = _file_changes(then["files"], now["files"])
+    changes = _file_changes(then.files, now.files)
     for section in SECTIONS:
-        changes += [f"{section}.{path}: {old!r} -> {new!r}" for path, old, new in _diff(then[section], now[section])]
-    created = read_lineage(Path(manifest["lineage"])).get("created_at")
+        changes += [f"{section}.{path}: {old!r} -> {new!r}"
+                    for path, old, new in _diff(then.sections.get(section), now.sections.get(section))]
     if not changes:
-        return RetrainCheck(False, f"raw data ({len(now['files'])} file(s), same sha256) and config "
-                                   f"({', '.join(SECTIONS)}) unchanged since model version {manifest['key']} "
-                                   f"(trained {created}); nothing to retrain", fingerprint, manifest["key"])
+        return RetrainCheck(False, f"raw data ({len(now.files)} file(s), same sha256) and config "
+                                   f"({', '.join(SECTIONS)}) unchanged since model version {last.key} "
+                                   f"(trained {then.created_at}); nothing to retrain", fingerprint, last.key)
     shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
-    return RetrainCheck(True, f"changed since model version {manifest['key']}: {shown}", fingerprint, manifest["key"])
+    return RetrainCheck(True, f"changed since model version {last.key}: {shown}", fingerprint, last.key)
 
 
 def _file_changes(then: dict[str, str], now: dict[str, str]) -> list[str]:

@@ -1,7 +1,8 @@
 """How to serve a model version: the vLLM command (GPU) and the `transformers serve` one (CPU).
 
 Both speak the OpenAI chat API, so the eval backend `openai` can evaluate the
-served model and clients need no change when the champion moves.
+served model and clients need no change when the champion moves: vLLM serves
+it under its version key (`--served-model-name`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from finetune_pipeline.lib.config import ServingConfig
-from finetune_pipeline.lib.storage.artifacts import read_lineage
-from finetune_pipeline.lib.storage.object_store import ensure_local_path
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from finetune_pipeline.lib.storage.artifacts import ArtifactStore
+    from finetune_pipeline.lib.versions.config import ServingConfig
+    from finetune_pipeline.lib.versions.version import ModelVersion
 
 # vLLM accepts only these values for --max-lora-rank; round the adapter's rank up.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -23,17 +27,28 @@ class ServingError(ValueError):
     pass
 
 
-def lora_parts(manifest: dict[str, Any]) -> tuple[Path, Path, int]:
-    """(base model dir, adapter dir, LoRA rank) behind a merged version, from its lineage."""
-    lineage = read_lineage(Path(manifest["lineage"]))
-    inputs = {i.get("asset"): i.get("path") for i in lineage.get("inputs", [])}
-    if not inputs.get("base_model") or not inputs.get("lora_adapter"):
-        raise ServingError(f"{manifest['key']}: its lineage names no base_model and lora_adapter inputs")
-    base_dir = Path(read_lineage(Path(inputs["base_model"]))["info"]["model_dir"])
-    adapter_dir = Path(inputs["lora_adapter"])
-    ensure_local_path(adapter_dir)  # with artifacts on object storage, this machine may not have it yet
-    rank = int(json.loads((adapter_dir / "adapter_config.json").read_text())["r"])
-    return base_dir, adapter_dir, rank
+class ServingSpec(BaseModel):
+    """serving_spec.json: the commands that serve one version, and the model name clients ask for."""
+
+    version: str
+    kind: str
+    mode: str | None = None  # merged | lora
+    vllm: list[str] | None = None
+    vllm_command: str | None = None
+    vllm_model_name: str | None = None
+    transformers_serve: list[str] | None = None
+    transformers_serve_command: str | None = None
+    transformers_serve_model_name: str | None = None
+    model: str | None = None  # a remote model's id
+    note: str | None = None
+
+    def write(self, folder: Path) -> None:
+        (folder / "serving_spec.json").write_text(self.model_dump_json(indent=2, exclude_none=True) + "\n")
+        for name, command in (("serve_vllm.sh", self.vllm_command),
+                              ("serve_transformers.sh", self.transformers_serve_command)):
+            if command:
+                (folder / name).write_text(f"#!/bin/sh\n# {self.version}\nexec {command}\n")
+                (folder / name).chmod(0o755)
 
 
 def vllm_lora_rank(rank: int) -> int:
@@ -43,51 +58,46 @@ def vllm_lora_rank(rank: int) -> int:
     raise ServingError(f"LoRA rank {rank} is above vLLM's largest --max-lora-rank {VLLM_LORA_RANKS[-1]}")
 
 
-def base_model_name(manifest: dict[str, Any]) -> str:
-    """The base model's own version key (base-<name>), the name vLLM serves it under in lora mode."""
-    inputs = {i.get("asset"): i.get("path") for i in read_lineage(Path(manifest["lineage"])).get("inputs", [])}
-    return read_lineage(Path(inputs["base_model"]))["info"].get("version_key") or f"{manifest['key']}-base"
+def transformers_serve_command(weights: Path, host: str, port: int) -> list[str]:
+    """The CPU server. `transformers serve` names the model by its folder (model=<path>)."""
+    return ["transformers", "serve", str(weights), "--host", host, "--port", str(port), "--device", "cpu"]
 
 
-def vllm_command(manifest: dict[str, Any], serving: ServingConfig) -> list[str]:
-    """`vllm serve` for a local version; clients ask for model=<version key>."""
-    key, kind = manifest["key"], manifest["kind"]
-    net = ["--host", serving.host, "--port", str(serving.port)]
-    if kind == "openai":
-        raise ServingError(f"{key} is an OpenAI model ({manifest.get('remote_id')}); OpenAI serves it")
-    if kind == "lora_merged" and serving.mode == "lora":
-        base_dir, adapter_dir, rank = lora_parts(manifest)
-        # The base answers to its own name; the adapter answers to the version key.
-        return ["vllm", "serve", str(base_dir), "--served-model-name", base_model_name(manifest),
-                "--enable-lora", "--lora-modules", f"{key}={adapter_dir}", "--max-lora-rank",
-                str(vllm_lora_rank(rank)), *net, *serving.vllm_args]
-    return ["vllm", "serve", str(manifest["path"]), "--served-model-name", key, *net, *serving.vllm_args]
+def _spec(version: "ModelVersion", weights: Path, vllm: list[str], serving: "ServingConfig", mode: str) -> ServingSpec:
+    cpu = transformers_serve_command(weights, "127.0.0.1" if serving.host == "0.0.0.0" else serving.host, serving.port)
+    return ServingSpec(version=version.key, kind=version.kind, mode=mode, vllm=vllm, vllm_command=shlex.join(vllm),
+                       vllm_model_name=version.key, transformers_serve=cpu,
+                       transformers_serve_command=shlex.join(cpu), transformers_serve_model_name=str(weights))
 
 
-def transformers_serve_command(manifest: dict[str, Any], host: str, port: int) -> list[str]:
-    """The CPU equivalent. `transformers serve` names the model by its folder (model=<path>)."""
-    if manifest["kind"] == "openai":
-        raise ServingError(f"{manifest['key']} is an OpenAI model; OpenAI serves it")
-    return ["transformers", "serve", str(manifest["path"]), "--host", host, "--port", str(port), "--device", "cpu"]
+def _net(serving: "ServingConfig") -> list[str]:
+    return ["--host", serving.host, "--port", str(serving.port)]
 
 
-def spec(manifest: dict[str, Any], serving: ServingConfig) -> dict[str, Any]:
-    key = manifest["key"]
-    if manifest["kind"] == "openai":
-        return {"version": key, "kind": "openai", "model": manifest.get("remote_id"),
-                "note": "served by OpenAI: call the chat completions API with model=<remote id>"}
-    vllm = vllm_command(manifest, serving)
-    cpu = transformers_serve_command(manifest, "127.0.0.1" if serving.host == "0.0.0.0" else serving.host,
-                                     serving.port)
-    return {"version": key, "kind": manifest["kind"], "mode": serving.mode if manifest["kind"] == "lora_merged"
-            else "merged", "vllm": vllm, "vllm_command": shlex.join(vllm), "vllm_model_name": key,
-            "transformers_serve": cpu, "transformers_serve_command": shlex.join(cpu),
-            "transformers_serve_model_name": str(manifest["path"])}
+def local_serving_spec(version: "ModelVersion", weights: Path, serving: "ServingConfig") -> ServingSpec:
+    """`vllm serve <weights> --served-model-name <version key>`; clients ask for model=<version key>."""
+    vllm = ["vllm", "serve", str(weights), "--served-model-name", version.key, *_net(serving), *serving.vllm_args]
+    return _spec(version, weights, vllm, serving, "merged")
 
 
-def write(spec_: dict[str, Any], folder: Path) -> None:
-    (folder / "serving_spec.json").write_text(json.dumps(spec_, indent=2) + "\n")
-    for name, cmd in (("serve_vllm.sh", "vllm_command"), ("serve_transformers.sh", "transformers_serve_command")):
-        if spec_.get(cmd):
-            (folder / name).write_text(f"#!/bin/sh\n# {spec_['version']}\nexec {spec_[cmd]}\n")
-            (folder / name).chmod(0o755)
+def base_weights_dir(store: "ArtifactStore", key: str) -> Path:
+    """The weights folder of the base_model artifact `key`: in the artifact (pulled if needed) or the model cache."""
+    info = (store.lineage("base_model", key) or {}).get("info", {})
+    weights = info.get("weights") or info["model_dir"]
+    return Path(weights) if Path(weights).is_absolute() else store.ensure_local("base_model", key) / weights
+
+
+def lora_serving_spec(version: "ModelVersion", store: "ArtifactStore", serving: "ServingConfig") -> ServingSpec:
+    """The base model under its own name, with the adapter as a LoRA module answering to the version key."""
+    inputs = {i.get("asset"): i for i in (version.lineage(store) or {}).get("inputs", [])}
+    if not inputs.get("base_model") or not inputs.get("lora_adapter"):
+        raise ServingError(f"{version.key}: its lineage names no base_model and lora_adapter inputs")
+    base_key = inputs["base_model"]["key"]
+    base_dir = base_weights_dir(store, base_key)
+    adapter_dir = store.ensure_local("lora_adapter", inputs["lora_adapter"]["key"])
+    rank = int(json.loads((adapter_dir / "adapter_config.json").read_text())["r"])
+    base_name = (store.lineage("base_model", base_key) or {}).get("info", {}).get("version_key") or f"{version.key}-base"
+    vllm = ["vllm", "serve", str(base_dir), "--served-model-name", base_name, "--enable-lora", "--lora-modules",
+            f"{version.key}={adapter_dir}", "--max-lora-rank", str(vllm_lora_rank(rank)), *_net(serving),
+            *serving.vllm_args]
+    return _spec(version, version.weights_dir(store), vllm, serving, "lora")

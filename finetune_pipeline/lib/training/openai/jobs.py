@@ -1,6 +1,8 @@
-"""OpenAI fine-tuning as a trainer: the same `training_dataset` in, a model version out.
+"""OpenAI fine-tuning jobs: validate, upload once, create or resume the job, wait for it, stream its events.
 
-Order of work, and why:
+The stage that turns a dataset into an `openai_fine_tuned_model` artifact and a
+model version is `lib/stages/openai.py`; this module talks to the API. Order of
+work, and why:
 1. Validate the JSONL against OpenAI's format rules (`openai_format`) before any
    request, so a bad row costs nothing and names its file, line and rule.
 2. Upload train/val with purpose "fine-tune", keyed by content hash in a ledger
@@ -9,9 +11,8 @@ Order of work, and why:
    the recipe key), instead of paying twice.
 4. Poll with backoff until a terminal status, streaming the job's events as
    they appear. Unknown statuses are not terminal: the API may add some.
-5. On success write an artifact (job, events, validation report, lineage) and
-   register the `ft:` model as a model version; a failed job raises with its own
-   error message; an interrupted wait (run terminated, Ctrl-C) cancels the job.
+5. A failed job raises with its own error message; an interrupted wait (run
+   terminated, Ctrl-C) cancels the job.
 
 The API key lives only inside the client; every message this module raises is
 passed through `redact`, in case a server echoes the key back.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import json
-import re
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,25 +31,21 @@ from typing import Any, Callable, Iterator
 
 import openai
 
-from finetune_pipeline.lib import stores as storage
-from finetune_pipeline.lib.config import OpenAIConfig, PipelineConfig
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef, write_json
-from finetune_pipeline.lib.storage.hashing import hash_file, recipe_key
+from finetune_pipeline.lib.storage.hashing import hash_file
 from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
 from finetune_pipeline.lib.storage.state_files import StateFiles
+from finetune_pipeline.lib.training.openai.config import OpenAIConfig
 from finetune_pipeline.lib.training.openai.format_check import (
     ValidationReport,
     validate_dataset,
 )
-from finetune_pipeline.lib.versions.costs import openai_training_cost
-from finetune_pipeline.lib.versions.registry import check_key
 
-ASSET = "openai_fine_tuned_model"
-CODE_VERSION = "1"
 LEDGER = Path("openai") / "ledger.json"
 RUNNING = ("validating_files", "queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 EVENTS_PAGE = 100
+
+log = logging.getLogger(__name__)
 
 Log = Callable[[str], None]
 # (level, message): level is the event's own, "info", "warn" or "error".
@@ -79,13 +76,6 @@ def training_section(o: OpenAIConfig) -> dict[str, Any]:
     """What decides the trained model (and so its artifact key): not `enabled`, not polling."""
     return {k: getattr(o, k) for k in ("base_model", "suffix", "n_epochs", "batch_size", "learning_rate_multiplier",
                                        "seed", "token_limit", "min_examples")}
-
-
-def version_key(suffix: str, job_id: str) -> str:
-    """A safe partition key for an `ft:...:suffix:id` model: the id holds ':' so it stays the remote id."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", suffix).strip("-._")[:40] or "model"
-    tail = re.sub(r"[^A-Za-z0-9]", "", job_id.removeprefix("ftjob-"))[-10:]
-    return check_key(f"openai-{slug}-{tail}")
 
 
 # --- the ledger: uploads by content hash, jobs by recipe key ----------------------------------
@@ -226,57 +216,45 @@ def cancel_quietly(client: openai.OpenAI, job_id: str, log: Log) -> None:
         log(f"could not cancel job {job_id}: {type(e).__name__}")
 
 
-# --- the stage ------------------------------------------------------------------------------------
+# --- one job, start to finish ----------------------------------------------------------------------
 
-def validate_for_openai(cfg: PipelineConfig, dataset: ArtifactRef) -> ValidationReport:
-    o = cfg.openai
-    return validate_dataset(dataset.dir / "train.jsonl", dataset.dir / "val.jsonl", model=o.base_model,
+@dataclass
+class FinishedJob:
+    job: Any  # openai's FineTuningJob, status succeeded
+    events: list[dict[str, Any]]
+    training_file: str
+    validation_file: str | None
+
+
+def validate(o: OpenAIConfig, dataset_dir: Path) -> ValidationReport:
+    """OpenAI's format rules on train/val, before anything is sent."""
+    return validate_dataset(dataset_dir / "train.jsonl", dataset_dir / "val.jsonl", model=o.base_model,
                             token_limit=o.token_limit, min_examples=o.min_examples)
 
 
-def fine_tune(cfg: PipelineConfig, dataset: ArtifactRef, client: openai.OpenAI, run_id: str | None = None,
-              log: Log = print, event_log: EventLog | None = None,
-              sleep: Callable[[float], None] = time.sleep) -> ArtifactRef:
-    """Train `dataset` on OpenAI and register the result; reuses the artifact when the recipe is unchanged."""
-    o = cfg.openai
-    event_log = event_log or (lambda level, message: log(message))
-    endpoint = str(client.base_url).rstrip("/")
-    recipe = {"dataset": dataset.key, "openai": training_section(o), "endpoint": endpoint, "code": CODE_VERSION}
-    key = recipe_key(recipe)
-    store = storage.artifact_store(cfg)
-    if hit := store.find(ASSET, key):
-        log(f"cache hit: dataset {dataset.key} was already fine-tuned with this config as "
-            f"{hit.info['fine_tuned_model']} ({ASSET}/{key}); nothing sent to OpenAI")
-        _register(cfg, hit)
-        return hit
+def run_job(client: openai.OpenAI, o: OpenAIConfig, *, dataset_dir: Path, dataset_key: str, key: str,
+            ledger: Ledger, with_validation: bool, run_id: str | None,
+            sleep: Callable[[float], None] = time.sleep) -> FinishedJob:
+    """Upload (once), create or resume the job for recipe `key`, wait until it succeeds; raise if it does not.
 
-    # Everything that can fail without a request fails here, before the first one.
-    openai_training_cost(o.base_model, 0, cfg.costs)  # a price must exist to record the cost
-    report = validate_for_openai(cfg, dataset).raise_for_errors()
-    train_rows = report.files[0].examples
-    planned_tokens = report.billing_tokens(o.n_epochs)
-    log(f"{report.describe()} (tokens by {report.tokenizer}); about {planned_tokens} billed tokens, "
-        f"~${openai_training_cost(o.base_model, planned_tokens, cfg.costs):.4f}")
-
-    # Defence in depth: nothing the server says reaches a log or a file with the key in it.
+    Every message that reaches the log or an exception is redacted of the client's key: nothing the
+    server says can leak it.
+    """
     secret = client.api_key
-    log_plain, event_log_plain = log, event_log
-    log = lambda message: log_plain(redact(message, secret))  # noqa: E731
-    event_log = lambda level, message: event_log_plain(level, redact(message, secret))  # noqa: E731
+    say = _Redacted(secret)
     try:
-        ledger = Ledger(cfg.artifacts_dir, endpoint, storage.remote_of(cfg))
-        train_id = upload_once(client, dataset.dir / "train.jsonl", f"{dataset.key}-train.jsonl", ledger, log)
+        train_id = upload_once(client, dataset_dir / "train.jsonl", f"{dataset_key}-train.jsonl", ledger, say.info)
         val_id = None
-        if len(report.files) > 1:
-            val_id = upload_once(client, dataset.dir / "val.jsonl", f"{dataset.key}-val.jsonl", ledger, log)
+        if with_validation:
+            val_id = upload_once(client, dataset_dir / "val.jsonl", f"{dataset_key}-val.jsonl", ledger, say.info)
         job = start_or_resume_job(client, key=key, o=o, training_file=train_id, validation_file=val_id,
-                                  ledger=ledger, run_id=run_id, log=log)
+                                  ledger=ledger, run_id=run_id, log=say.info)
         stream = EventStream(client, job.id)
         try:
-            job = wait_for_job(client, job, o, log=log, event_log=event_log, stream=stream, sleep=sleep)
+            job = wait_for_job(client, job, o, log=say.info, event_log=say.event, stream=stream, sleep=sleep)
         except BaseException as e:
             if not isinstance(e, Exception):  # run terminated or Ctrl-C: stop paying for an unwatched job
-                cancel_quietly(client, job.id, log)
+                cancel_quietly(client, job.id, say.info)
             raise
     except openai.OpenAIError as e:
         message = redact(f"OpenAI request failed: {type(e).__name__}: {e}", secret)
@@ -290,27 +268,24 @@ def fine_tune(cfg: PipelineConfig, dataset: ArtifactRef, client: openai.OpenAI, 
         raise FineTuneJobFailed(redact(f"OpenAI fine-tuning job {job.id} failed: {detail}", secret))
     if job.status == "cancelled":
         raise FineTuneJobCancelled(f"OpenAI fine-tuning job {job.id} was cancelled before it finished")
+    events = [json.loads(redact(json.dumps(e), secret)) for e in stream.events]
+    return FinishedJob(job, events, train_id, val_id)
 
-    trained_tokens = job.trained_tokens or 0
-    metrics = [e["data"] for e in stream.events if e.get("type") == "metrics" and e.get("data")]
-    with store.write(ASSET, key, inputs=[dataset.as_input()], config={**recipe["openai"], "endpoint": endpoint},
-                     code_version=CODE_VERSION, run_id=run_id) as out:
-        write_json(out.dir / "job.json", job.model_dump(mode="json"))
-        with open(out.dir / "events.jsonl", "w") as f:
-            for event in stream.events:
-                f.write(redact(json.dumps(event), secret) + "\n")
-        write_json(out.dir / "validation.json", report.to_json())
-        out.info.update(
-            version_key=version_key(o.suffix, job.id), fine_tuned_model=job.fine_tuned_model, job_id=job.id,
-            base_model=job.model, status=job.status, training_file=train_id, validation_file=val_id,
-            train_rows=train_rows, trained_tokens=trained_tokens, planned_tokens=planned_tokens,
-            estimated_cost_usd=round(openai_training_cost(o.base_model, trained_tokens, cfg.costs), 6),
-            hyperparameters=_hyperparameters(job), events=len(stream.events),
-            final_metrics=metrics[-1] if metrics else {}, tokenizer=report.tokenizer,
-        )
-    log(f"{job.fine_tuned_model}: {trained_tokens} trained tokens, estimated ${out.info['estimated_cost_usd']:.4f}")
-    _register(cfg, out.ref)
-    return out.ref
+
+class _Redacted:
+    """The module's log, with the key taken out of every message (defence in depth)."""
+
+    LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING, "error": logging.ERROR}
+
+    def __init__(self, secret: str | None):
+        self.secret = secret
+
+    def info(self, message: str) -> None:
+        log.info(redact(message, self.secret))
+
+    def event(self, level: str, message: str) -> None:
+        """A job event, logged at the event's own level."""
+        log.log(self.LEVELS.get(level, logging.INFO), redact(message, self.secret))
 
 
 def _chain_text(e: BaseException | None) -> str:
@@ -322,16 +297,9 @@ def _chain_text(e: BaseException | None) -> str:
     return " ".join(parts)
 
 
-def _hyperparameters(job) -> dict[str, Any]:
+def hyperparameters(job) -> dict[str, Any]:
     """What the job actually used ("auto" resolved), from `method` where present."""
     method = getattr(job, "method", None)
     if method is not None and method.supervised is not None and method.supervised.hyperparameters is not None:
         return method.supervised.hyperparameters.model_dump(mode="json", exclude_none=True)
     return job.hyperparameters.model_dump(mode="json", exclude_none=True) if job.hyperparameters else {}
-
-
-def _register(cfg: PipelineConfig, ref: ArtifactRef) -> None:
-    info = ref.info
-    storage.registry(cfg).register(
-        info["version_key"], "openai", remote_id=info["fine_tuned_model"], lineage=ref.path,
-        info={k: info[k] for k in ("base_model", "job_id", "trained_tokens", "estimated_cost_usd")})

@@ -1,0 +1,13 @@
+"""`base`: a base model as it is, the prompting baseline. It costs no training."""
+
+from __future__ import annotations
+
+from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
+
+
+class BaseKind(LocalWeightsKind):
+    name = "base"
+
+
+KIND = BaseKind()
+

@@ -1,0 +1,65 @@
+"""`lora_merged`: a LoRA adapter trained here, merged into its base model (the `merged_model` artifact)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from finetune_pipeline.lib.versions.costs import UnknownPriceError, VersionCost, device_hours, local_training_cost
+from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
+from finetune_pipeline.lib.versions.retraining import TrainedFrom, trained_from_merged
+from finetune_pipeline.lib.versions.serving import ServingSpec, lora_serving_spec
+
+if TYPE_CHECKING:
+    from finetune_pipeline.lib.storage.artifacts import ArtifactStore
+    from finetune_pipeline.lib.versions.config import CostConfig, ServingConfig
+    from finetune_pipeline.lib.versions.version import ModelVersion
+
+
+def input_of(lineage: dict[str, Any] | None, asset: str) -> dict[str, Any] | None:
+    """The input of `asset` named in a lineage, if any."""
+    return next((i for i in (lineage or {}).get("inputs", []) if i.get("asset") == asset and i.get("key")), None)
+
+
+class LoraMergedKind(LocalWeightsKind):
+    name = "lora_merged"
+
+    def check(self, version: "ModelVersion") -> None:
+        if not version.weights or version.artifact is None:
+            raise ValueError(f"model version {version.key!r}: a lora_merged version needs the path of its weights "
+                             "and its merged_model artifact")
+
+    def adapter_info(self, version: "ModelVersion", store: "ArtifactStore") -> dict[str, Any]:
+        """The lora_adapter's lineage info (train_seconds, tokens_seen, device) behind the merged model."""
+        adapter = input_of(version.lineage(store), "lora_adapter")
+        lineage = store.lineage("lora_adapter", adapter["key"]) if adapter else None
+        return (lineage or {}).get("info", {})
+
+    def training_cost(self, version: "ModelVersion", store: "ArtifactStore", costs: "CostConfig") -> VersionCost:
+        info = self.adapter_info(version, store)
+        seconds = float(info.get("train_seconds") or 0.0)
+        device = info.get("device") or costs.device
+        devices = int(info.get("num_processes") or info.get("devices") or 1)  # data-parallel processes
+        try:
+            cost = round(local_training_cost(seconds, costs, devices, device), 6)
+        except UnknownPriceError:
+            cost = None
+        return VersionCost(train_seconds=seconds, tokens_trained=info.get("tokens_seen"), device=device,
+                           device_hours=round(device_hours(seconds, devices), 6), cost_usd=cost)
+
+    def trained_from(self, version: "ModelVersion", store: "ArtifactStore") -> TrainedFrom | None:
+        return trained_from_merged(version, store)
+
+    def serving_spec(self, version: "ModelVersion", store: "ArtifactStore", serving: "ServingConfig") -> ServingSpec:
+        if serving.mode == "lora":  # one server, the base model plus this adapter as a LoRA module
+            return lora_serving_spec(version, store, serving)
+        return super().serving_spec(version, store, serving)
+
+
+    def artifacts_to_serve(self, version: "ModelVersion", store: "ArtifactStore") -> list[tuple[str, str]]:
+        # `serving.mode: lora` serves the base model with the adapter: both are needed too.
+        lineage = version.lineage(store)
+        extra = [(i["asset"], i["key"]) for asset in ("base_model", "lora_adapter") if (i := input_of(lineage, asset))]
+        return super().artifacts_to_serve(version, store) + extra
+
+
+KIND = LoraMergedKind()
