@@ -159,7 +159,7 @@ def run_ours(a, meter) -> dict:
     empty_val.write_text("")  # no evaluation: this measures training
     spec = TrainSpec(base_model_dir=a.model_dir, train_file=a.train_file, val_file=str(empty_val),
                      output_dir=str(Path(a.work) / "adapter"), work_dir=str(Path(a.work) / "work"), train=tc)
-    result = train_model(spec, report=lambda line: None, callbacks=[meter])
+    result = train_model(spec, callbacks=[meter])
     # The engine counts padded positions itself (its collator is internal).
     return {**meter.summary(_log_history(result)), "padding_fraction": result["padding_fraction"],
             "packing": result["packing"]}

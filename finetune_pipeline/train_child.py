@@ -11,6 +11,7 @@ Dagster (one Pipes connection per run) or prints the result.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from finetune_pipeline.lib.training.engine import rank, train_model
@@ -30,26 +31,44 @@ def main(argv: list[str] | None = None) -> int:
 
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-    if rank() != 0:
-        _train(spec, report=lambda line: None)
+    if rank() != 0:  # one voice per run: the other ranks train quietly
+        _train(spec)
         return 0
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        result = _finish(spec, _train(spec, report=lambda line: print(line, flush=True)))
+        _log_to(lambda level, line: print(line, flush=True))
+        result = _finish(spec, _train(spec))
         print(json.dumps(result))  # the last line of stdout is the result
         return 0
     with open_dagster_pipes() as pipes:
-        result = _finish(spec, _train(spec, report=pipes.log.info))
+        _log_to(pipes.log.log)
+        result = _finish(spec, _train(spec))
         pipes.report_custom_message(result)
     return 0
 
 
-def _train(spec: TrainSpec, report) -> dict:
+class _Forward(logging.Handler):
+    def __init__(self, emit_line):
+        super().__init__(logging.INFO)
+        self.emit_line = emit_line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.emit_line(record.levelno, self.format(record))
+
+
+def _log_to(emit_line) -> None:
+    """The engine's progress (the `finetune_pipeline` logger) goes to Dagster through Pipes, or to stdout."""
+    logger = logging.getLogger("finetune_pipeline")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(_Forward(emit_line))
+
+
+def _train(spec: TrainSpec) -> dict:
     callbacks = []
     if spec.remote is not None:  # a retried pod may land anywhere: checkpoints go to the bucket
         from finetune_pipeline.lib.training.detached import checkpoint_upload
 
-        callbacks.append(checkpoint_upload(spec, report))
-    return train_model(spec, report=report, callbacks=callbacks)
+        callbacks.append(checkpoint_upload(spec))
+    return train_model(spec, callbacks=callbacks)
 
 
 def _finish(spec: TrainSpec, result: dict) -> dict:

@@ -17,12 +17,9 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import ConfigError, TrainConfig, load_config
 from finetune_pipeline.lib.data.general_instructions import read_general_examples
 from finetune_pipeline.lib.models.base_models import load_model
-from finetune_pipeline.lib.training.engine import (
-    ORDER_FILE,
-    train_model,
-)
+from finetune_pipeline.lib.training.engine import ORDER_FILE, train_model
 from finetune_pipeline.lib.training.spec import TrainSpec
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config, write_jsonl
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config, write_jsonl
 
 CATEGORIES = ["billing", "technical", "account", "shipping", "returns", "product"]
 
@@ -43,8 +40,9 @@ def _spec(tmp_path: Path, model_dir: Path, **train) -> TrainSpec:
                      output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"), train=tc)
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_trains_every_weight_and_saves_a_plain_model(tmp_path, tiny_model_dir):
-    result = train_model(_spec(tmp_path, tiny_model_dir, method="full", learning_rate=1e-3), report=lambda s: None)
+    result = train_model(_spec(tmp_path, tiny_model_dir, method="full", learning_rate=1e-3))
     assert result["method"] == "full" and result["steps"] == 2
     base, tuned = load_model(tiny_model_dir), load_model(tmp_path / "out")  # plain transformers, no PEFT
     assert result["trainable_parameters"] == sum(p.numel() for p in base.parameters())
@@ -68,11 +66,12 @@ def _must_not_launch(spec_path):
     raise AssertionError("QLoRA without CUDA must fail before the child is launched")
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_checkpoint_and_at_most_save_total_limit(tmp_path, tiny_model_dir):
     # A learning rate this high (for LoRA) makes the eval loss jump around and stop improving within a few steps.
     spec = _spec(tmp_path, tiny_model_dir, max_steps=30, learning_rate=30.0, early_stopping_patience=2,
                  save_total_limit=1)
-    result = train_model(spec, report=lambda s: None)
+    result = train_model(spec)
     evals = [(p["step"], p["eval_loss"]) for p in result["loss_curve"] if "eval_loss" in p]
     best_step, best_loss = min(evals, key=lambda e: e[1])
     assert result["stopped_early"] and result["steps"] == evals[-1][0] < 30
@@ -86,6 +85,7 @@ def test_early_stopping_keeps_the_best_checkpoint_and_at_most_save_total_limit(t
     assert f"checkpoint-{best_step}" in kept and len(kept) <= 2  # the limit (1) plus the best
 
 
+@pytest.mark.slow
 def test_general_instruction_mix_is_trained_on_and_recorded_in_lineage(tmp_path):
     general = write_jsonl(tmp_path / "general.jsonl", [
         {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
@@ -112,7 +112,7 @@ def test_general_instruction_mix_is_trained_on_and_recorded_in_lineage(tmp_path)
 
 
 def _in_process(spec_path: Path) -> dict:
-    return train_model(TrainSpec.load(spec_path), report=lambda line: None)
+    return train_model(TrainSpec.load(spec_path))
 
 
 def test_a_bad_general_instruction_row_names_file_row_and_rule(tmp_path):

@@ -10,6 +10,7 @@ the unweighted mean of the loss_i is a different number, and the test shows it.
 
 from __future__ import annotations
 
+import logging
 import copy
 
 import pytest
@@ -111,19 +112,21 @@ def _causal_only(module, query, key, value, attention_mask, scaling=None, dropou
                                   is_causal=True, **kwargs)
 
 
-def test_backend_that_attends_across_examples_falls_back_to_grouped_padding(model_on, tokenizer):
+def test_backend_that_attends_across_examples_falls_back_to_grouped_padding(model_on, tokenizer, caplog):
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
     AttentionInterface.register("causal_only_test", _causal_only)
     ALL_MASK_ATTENTION_FUNCTIONS.register("causal_only_test", lambda *args, **kwargs: None)
     rows = _examples(tokenizer)
-    lines = []
+    caplog.set_level(logging.INFO, logger="finetune_pipeline")
 
-    mode, collator = choose_batching(model_on("sdpa"), tokenizer, rows, True, lines.append)
+    mode, collator = choose_batching(model_on("sdpa"), tokenizer, rows, True)
+    lines = caplog.messages
     assert mode == "padding_free" and "agree" in lines[-1]
 
-    mode, collator = choose_batching(model_on("causal_only_test"), tokenizer, rows, True, lines.append)
+    mode, collator = choose_batching(model_on("causal_only_test"), tokenizer, rows, True)
+    lines = caplog.messages
     assert mode == "grouped_padding"
     assert "NOT exact on attention 'causal_only_test'" in lines[-1] and "length-grouped dynamic padding" in lines[-1]
     assert "attention_mask" in collator(rows)  # padded rows

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.training.engine import (
@@ -25,7 +27,10 @@ from finetune_pipeline.lib.training.engine import (
     train_model,
 )
 from finetune_pipeline.lib.training.spec import TrainSpec
-from finetune_pipeline_tests.conftest import SAMPLE_RAW, write_config
+from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
+
+# Trains for real, twice, with a SIGKILL in between.
+pytestmark = pytest.mark.slow
 
 # A small val split keeps the evals cheap; patience 0 so nothing stops early.
 DATA = {"val_fraction": 0.03, "test_fraction": 0.03}
@@ -36,8 +41,8 @@ TRAIN = {"max_steps": 8, "batch_size": 2, "eval_steps": 2, "save_steps": 2, "log
 def _prepared(folder: Path):
     folder.mkdir()
     cfg = load_config(write_config(folder, SAMPLE_RAW, data=DATA, train=TRAIN))
-    base = stages.base_model(cfg, log=lambda s: None)
-    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg, log=lambda s: None), base, log=lambda s: None)
+    base = stages.base_model(cfg)
+    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
     return cfg, base, dataset
 
 
@@ -57,7 +62,7 @@ def _kill_after_first_checkpoint(log: Path):
 
 
 def _in_process(spec_path: Path) -> dict:
-    return train_model(TrainSpec.load(spec_path), report=lambda line: None)
+    return train_model(TrainSpec.load(spec_path))
 
 
 def _order(adapter) -> list[tuple[int, list[int]]]:

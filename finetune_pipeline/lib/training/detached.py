@@ -23,15 +23,17 @@ FINETUNE_PIPELINE_ARTIFACTS_MIRROR names another folder (e.g. node-local disk).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
 from pathlib import Path
 
-from finetune_pipeline.lib.storage.object_store import RemoteArtifacts, remote_for
+from finetune_pipeline.lib.storage.object_store import RemoteArtifacts
 from finetune_pipeline.lib.training.engine import SEEN_LOG, rank
 from finetune_pipeline.lib.training.spec import DetachedRemote, TrainSpec
 
+log = logging.getLogger(__name__)
 MIRROR_ENV = "FINETUNE_PIPELINE_ARTIFACTS_MIRROR"
 
 
@@ -46,7 +48,7 @@ def detach(spec: TrainSpec, remote: RemoteArtifacts, key: str, pulls: list[tuple
 
 
 def _remote(spec: TrainSpec, mirror: Path) -> RemoteArtifacts:
-    return remote_for(spec.remote.url, mirror, spec.remote.options)
+    return RemoteArtifacts(spec.remote.url, mirror, spec.remote.options)
 
 
 def prepare(spec: TrainSpec) -> TrainSpec:
@@ -93,7 +95,7 @@ def upload_result(spec: TrainSpec) -> int:
     return len(rels)
 
 
-def checkpoint_upload(spec: TrainSpec, report):
+def checkpoint_upload(spec: TrainSpec):
     """A TrainerCallback for the pod: after each checkpoint is saved, copy it to the bucket."""
     from transformers import TrainerCallback
 
@@ -119,7 +121,7 @@ def checkpoint_upload(spec: TrainSpec, report):
             for old in remote.list_state(work_rel):
                 if old.startswith("checkpoint-") and old != name:
                     remote.remove_state(f"{work_rel}/{old}")
-            report(f"checkpoint uploaded: {name} -> {remote.url}/{work_rel}/{name}")
+            log.info("checkpoint uploaded: %s -> %s/%s/%s", name, remote.url, work_rel, name)
 
     return CheckpointUpload()
 

@@ -3,8 +3,8 @@
 Runs in a child process (see `finetune_pipeline.train_child`): GPU memory is
 freed when it exits and a crash cannot take the orchestrator down. The same
 entry point runs as one process or as N under `torchrun`/`accelerate launch`
-(the Trainer reads RANK/WORLD_SIZE). It needs no Dagster: `report` is any
-callable that takes a line of progress.
+(the Trainer reads RANK/WORLD_SIZE). It needs no Dagster: progress goes to the
+standard `logging` module, and the child sends it wherever it reports to.
 
 What the engine adds to a plain Trainer, in the order `train_model` runs:
 1. an optional mix of general instruction examples (forgetting guard);
@@ -20,13 +20,13 @@ What the engine adds to a plain Trainer, in the order `train_model` runs:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from finetune_pipeline.lib.data.cleaning import read_split
 from finetune_pipeline.lib.data.general_instructions import general_mix, read_general_examples
@@ -40,7 +40,7 @@ from finetune_pipeline.lib.training.packing import (
 )
 from finetune_pipeline.lib.training.spec import TrainSpec
 
-Report = Callable[[str], None]
+log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 SEEN_LOG = "examples_seen.rank{rank}.jsonl"  # in the work dir, one line per micro-batch
 ORDER_FILE = "examples_seen.jsonl"  # in the artifact: the final, de-duplicated training order
@@ -112,11 +112,11 @@ def last_complete_checkpoint(work_dir: Path) -> Path | None:
     return next((path for _, path in reversed(_checkpoints(work_dir)) if _is_complete(path)), None)
 
 
-def remove_incomplete_checkpoints(work_dir: Path, report: Report) -> None:
+def remove_incomplete_checkpoints(work_dir: Path) -> None:
     """Before a resume: checkpoints a killed attempt left half-written are removed, and said."""
     for _, path in _checkpoints(work_dir):
         if not _is_complete(path):
-            report(f"ignoring half-written {path.name} (no complete trainer state); removing it")
+            log.warning("ignoring half-written %s (no complete trainer state); removing it", path.name)
             if rank() == 0:
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -158,7 +158,7 @@ def _with_adapter(model, method: str, lora: LoraConfig):
     ))
 
 
-def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None = None) -> dict[str, Any]:
+def train_model(spec: TrainSpec, callbacks: list | None = None) -> dict[str, Any]:
     """Train as `spec` says; `callbacks` are extra TrainerCallbacks (the benchmark's meter)."""
     tc = spec.train
     method = tc.effective_method
@@ -200,10 +200,10 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
     trainable, total = model.get_nb_trainable_parameters() if method != "full" else (
         sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
     label = {"lora": f"LoRA r={tc.lora.r}", "qlora": f"QLoRA (nf4) r={tc.lora.r}", "full": "full"}[method]
-    report(f"{label}: {trainable:,} trainable of {total:,} parameters; {len(task_records)} train"
+    log.info(f"{label}: {trainable:,} trainable of {total:,} parameters; {len(task_records)} train"
            f"{f' + {len(general)} general' if general else ''} / {len(val_rows)} val examples")
 
-    packing, collator = choose_batching(model, tokenizer, train_rows, tc.packing, report)
+    packing, collator = choose_batching(model, tokenizer, train_rows, tc.packing)
 
     has_val = bool(val_rows)
     patience = tc.early_stopping_patience
@@ -250,15 +250,14 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
         remove_unused_columns=False,
         **_checkpointing_args(tc.gradient_checkpointing),
     )
-    remove_incomplete_checkpoints(work_dir, report)
+    remove_incomplete_checkpoints(work_dir)
     resume = last_complete_checkpoint(work_dir)
     resumed_from = int(CHECKPOINT.match(resume.name).group(1)) if resume else 0
     if resume:
-        report(f"resuming from {resume.name} (step {resumed_from}) in {work_dir}")
+        log.info(f"resuming from {resume.name} (step {resumed_from}) in {work_dir}")
 
-    report = _serialized(report)  # the progress heartbeat thread reports too
-    progress = ProgressCallback(report)
-    callbacks = [progress, CheckpointReport(report), *(callbacks or [])]
+    progress = ProgressCallback()
+    callbacks = [progress, CheckpointReport(), *(callbacks or [])]
     if has_val and patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = EngineTrainer(
@@ -268,7 +267,7 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
     )
     trainer.seen_log = work_dir / SEEN_LOG.format(rank=trainer.args.process_index)
     trainer.start_step = resumed_from
-    # Progress goes through `report` (the Dagster log); don't also print raw log dicts.
+    # Progress goes through the log (the Dagster run log); don't also print raw log dicts.
     trainer.remove_callback(PrinterCallback)
     started = time.time()
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -309,20 +308,11 @@ def train_model(spec: TrainSpec, report: Report = print, callbacks: list | None 
         "loss_curve": curve,
         "trainable_parameters": trainable,
     }
-    report(f"done: {result['steps']}/{result['max_steps']} steps in {seconds:.0f}s"
+    log.info(f"done: {result['steps']}/{result['max_steps']} steps in {seconds:.0f}s"
            f"{' (stopped early)' if stopped_early else ''}, train loss {result['train_loss']}, "
            f"eval loss {result['eval_loss']} (best step {result['best_step']}), "
            f"{result['tokens_per_second']} non-pad tokens/s, padding {result['padding_fraction']:.1%}")
     return result
-
-
-def _serialized(report: Report) -> Report:
-    lock = threading.Lock()
-
-    def locked(line: str) -> None:
-        with lock:
-            report(line)
-    return locked
 
 
 def _checkpointing_args(on: bool) -> dict[str, Any]:

@@ -23,10 +23,12 @@ carry loss (assistant tokens), which `label_only_loss` scores.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
 
 from finetune_pipeline.lib.training.collate import IGNORE_INDEX, make_collator
 
+log = logging.getLogger(__name__)
 EXAMPLE_ID = "example_id"  # a dataset column: the example's index in the training set
 
 
@@ -145,7 +147,7 @@ def _label_logprobs(model, batch):
     return logprobs.gather(-1, labels[:, 1:][keep[:, :-1]].to(device)[:, None])[:, 0].cpu()
 
 
-def choose_batching(model, tokenizer, rows: list[dict[str, Any]], want_padding_free: bool | str, report=print):
+def choose_batching(model, tokenizer, rows: list[dict[str, Any]], want_padding_free: bool | str):
     """("padding_free" | "grouped_padding", collator): padding-free only where checked exact on this model.
 
     want_padding_free "auto": padding-free on a GPU, length-grouped padding on CPU. On CPU there
@@ -160,15 +162,15 @@ def choose_batching(model, tokenizer, rows: list[dict[str, Any]], want_padding_f
 
         # The Trainer moves the model later; where it will train is where CUDA is.
         want_padding_free = torch.cuda.is_available()
-        report(f"train.packing auto: {'padding-free batches' if want_padding_free else 'length-grouped padding'} "
+        log.info(f"train.packing auto: {'padding-free batches' if want_padding_free else 'length-grouped padding'} "
                f"on {'cuda' if want_padding_free else 'cpu'}")
     if want_padding_free:
         probe = sorted(rows, key=lambda r: len(r["input_ids"]))[:3]
         exact, diff = packing_is_exact(model, [{k: r[k] for k in ("input_ids", "labels")} for r in probe])
         if exact:
-            report(f"padding-free batches: packed and one-by-one log-probs agree (max diff {diff:.1e}) "
+            log.info(f"padding-free batches: packed and one-by-one log-probs agree (max diff {diff:.1e}) "
                    f"on attention '{attention}'")
             return "padding_free", padding_free_collator(keep_logits)
-        report(f"padding-free batches are NOT exact on attention '{attention}' (max diff {diff:.1e}): "
+        log.warning(f"padding-free batches are NOT exact on attention '{attention}' (max diff {diff:.1e}): "
                "falling back to length-grouped dynamic padding")
     return "grouped_padding", padded_collator(tokenizer, keep_logits)

@@ -2,22 +2,22 @@
 
 - `EngineTrainer`: logs which examples each rank trained on at each step
   (the resume and multi-process tests read it) and counts padded positions.
-- `ProgressCallback`: step i/N, loss, non-pad tokens/s and ETA through `report`.
+- `ProgressCallback`: step i/N, loss, non-pad tokens/s and ETA, logged.
 - `CheckpointReport`: says when a checkpoint is complete on disk.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 from transformers import Trainer, TrainerCallback
 
-Report = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 class EngineTrainer(Trainer):
@@ -57,12 +57,9 @@ class EngineTrainer(Trainer):
 class CheckpointReport(TrainerCallback):
     """Says when a checkpoint is complete on disk (the Trainer calls on_save after writing it all)."""
 
-    def __init__(self, report: Report):
-        self.report = report
-
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.report(f"checkpoint saved: checkpoint-{state.global_step}")
+            log.info("checkpoint saved: checkpoint-%d", state.global_step)
 
 
 class ProgressCallback(TrainerCallback):
@@ -73,8 +70,7 @@ class ProgressCallback(TrainerCallback):
     log has been quiet for `every_seconds`. Rank 0 only.
     """
 
-    def __init__(self, report: Report, every_seconds: float = 30.0):
-        self.report = report
+    def __init__(self, every_seconds: float = 30.0):
         self.every = every_seconds
         self.last_loss: float | None = None
         self.tokens_at_start = 0
@@ -102,9 +98,9 @@ class ProgressCallback(TrainerCallback):
                 self._emit(self._line(state, f" (step {state.global_step + 1} running)"))
 
     def _emit(self, line: str) -> None:
-        with self._lock:  # the training thread and the heartbeat share `report`
+        with self._lock:  # the training thread and the heartbeat both emit
             self._last = time.time()
-            self.report(line)
+            log.info(line)
 
     def _line(self, state, extra: str = "") -> str:
         elapsed = time.time() - self._start
