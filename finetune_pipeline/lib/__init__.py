@@ -2,10 +2,11 @@
 
 Packages, lowest first (a package imports only those below it; the tests check it):
 
+    section.py   the base of every config section (strict pydantic), below every package
     storage/     content-addressed artifacts (a folder or a bucket), lineage, state files
     reporting/   markdown tables and PNG charts for metadata and reports
     data/        raw files, row formats, cleaning rules, splits, check-data
-    models/      base models, loading, tokenizer and chat template, merging
+    models/      base models: resolving, loading (safetensors only), merging an adapter
     training/    the training engine (HF Trainer + PEFT), packing, launchers, pods, OpenAI jobs
     evaluation/  generation, constrained decoding, metrics, backends, eval reports
     versions/    model versions and their kinds, leaderboard, promotion, serving, retraining

@@ -1,0 +1,3 @@
+"""Model versions: the registry of everything that can be evaluated, their kinds (kinds/: base,
+lora_merged, openai), lineage walks, training cost, the leaderboard, champion/challenger promotion,
+serving commands and the retraining check. Reads artifacts through storage; trains nothing."""
