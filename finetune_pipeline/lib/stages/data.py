@@ -31,7 +31,7 @@ def raw_examples(cfg: PipelineConfig, run_id: str | None = None) -> ArtifactRef:
     raw_dir = cfg.raw_dir
     files = {raw_name(p, raw_dir): p for p in list_raw_files(raw_dir)}
     file_hashes = {name: hash_file(p) for name, p in files.items()}
-    mapping = cfg.section("data")["mapping"]
+    mapping = cfg.data.mapping.model_dump(mode="json")
     recipe = {"files": file_hashes, "mapping": mapping}
     # Read before anything is written: a raw file that cannot be read stops the run with nothing half-made.
     hit = store(cfg).find("raw_examples", artifact_key("raw_examples", recipe))

@@ -34,11 +34,6 @@ from unittest import mock
 
 from finetune_pipeline.lib.data import chat_format
 
-RULES = (
-    "invalid_json", "data_type", "missing_messages_list", "example_unrecognized_key", "message_missing_key",
-    "message_unrecognized_key", "unrecognized_role", "missing_content", "example_missing_assistant_message",
-    "too_many_tokens", "too_few_examples",
-)
 # What OpenAI's chat fine-tuning format accepts (the cookbook's sets plus the tool-calling keys).
 EXAMPLE_KEYS = {"messages", "tools", "functions", "parallel_tool_calls"}
 MESSAGE_KEYS = {"role", "content", "name", "function_call", "tool_calls", "tool_call_id", "weight"}
