@@ -58,8 +58,6 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
 
     with core_logs(context):
         ref = stages.lora_adapter(settings.load(), base_model, training_dataset, launch, context.run_id)
-    if ref.cache_hit:
-        context.log.info(f"lora_adapter: cache hit, reused {ref.path}")
     return artifact_output(ref, **_training_metadata(ref.info))
 
 

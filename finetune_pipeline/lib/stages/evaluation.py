@@ -73,7 +73,7 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
 
     def build(out: Path) -> dict:
         version.weights_dir(artifacts)  # pulls the version's weights onto a machine that has not got them
-        return _evaluate(cfg, version, backend, recipe, eval_set_ref, out)
+        return _evaluate(cfg, version, backend, eval_set_ref, out)
 
     return build_artifact(cfg, "model_eval", build, recipe=recipe, inputs=[recipe["version"], eval_set_ref],
                           config={**recipe["generation"], "backend": recipe["backend"],
@@ -82,8 +82,8 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
                                     f"with {backend.name}", run_id=run_id)
 
 
-def _evaluate(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, recipe: dict[str, Any],
-              eval_set_ref: ArtifactRef, out: Path) -> dict[str, Any]:
+def _evaluate(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, eval_set_ref: ArtifactRef,
+              out: Path) -> dict[str, Any]:
     """Generate, score and write report.json and predictions.jsonl into `out`; the report is the artifact's info."""
     version_key = version.key
     test_file = eval_set_ref.dir / "test.jsonl"
