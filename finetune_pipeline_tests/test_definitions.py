@@ -38,7 +38,7 @@ def test_training_runs_in_the_gpu_pool_and_eval_is_partitioned_by_version():
     assert graph.get(_key("lora_adapter")).pools == {"gpu"}
     partitions = graph.get(_key("model_eval")).partitions_def
     assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "model_versions"
-    # One run per version in a backfill (see the README's "Model versions" section).
+    # One run per version in a backfill (see docs/model-versions.md).
     policy = graph.get(_key("model_eval")).backfill_policy
     assert policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
