@@ -8,10 +8,11 @@ from finetune_pipeline.defs.settings import PipelineSettings, artifact_output
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.reporting.charts import confusion_file
 from finetune_pipeline.lib.reporting.markdown import png_markdown as _png_md
 from finetune_pipeline.lib.stages import promotion as promotion_stages
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.versions.leaderboard import Leaderboard, safe_name
+from finetune_pipeline.lib.versions.leaderboard import Leaderboard
 from finetune_pipeline.lib.versions.promotion import Checks, decide
 
 _AFTER_UPSTREAM = (
@@ -46,7 +47,7 @@ def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, e
         metadata["metrics_chart"] = dg.MetadataValue.md(_png_md(ref.dir / "metrics.png", "metrics by version"))
     confusion = ref.info.get("confusion")
     if confusion:
-        png = ref.dir / f"confusion_{safe_name(confusion['field'])}.png"
+        png = ref.dir / confusion_file(confusion['field'])
         metadata["confusion_matrix"] = dg.MetadataValue.md(
             f"{confusion['version']}, field `{confusion['field']}`\n\n" + _png_md(png, "confusion matrix"))
     return artifact_output(ref, **metadata)

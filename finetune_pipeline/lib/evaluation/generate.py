@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
-
 
 def strip_assistant(messages: Sequence[dict]) -> list[dict]:
     """Messages up to, not including, the last assistant message.
@@ -37,6 +35,8 @@ def generate_batched(
     `allowed_tokens(generated ids so far)` restricts each step to the ids it
     returns (transformers' prefix_allowed_tokens_fn; see constrained.py).
     """
+    import torch  # here, not at import: the CLI's quick commands import the stages, not a model
+
     prompts = [
         tokenizer.apply_chat_template(
             _prompt_messages(c), add_generation_prompt=True, tokenize=False

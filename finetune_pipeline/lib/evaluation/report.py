@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from finetune_pipeline.lib.evaluation.confusion import ConfusionMatrix, confusion_matrix
-from finetune_pipeline.lib.reporting.charts import confusion_png
+from finetune_pipeline.lib.reporting.charts import confusion_file, confusion_png
 
 REPORT, PREDICTIONS, CONSTRAINED_PREDICTIONS = "report.json", "predictions.jsonl", "predictions_constrained.jsonl"
 
@@ -83,11 +83,11 @@ class EvalReport(BaseModel):
         _write_rows(self.predictions, folder / PREDICTIONS)
         c = self.classification
         if c is not None and c.confusion is not None:
-            (folder / f"confusion_{c.field}.png").write_bytes(
+            (folder / confusion_file(c.field)).write_bytes(
                 confusion_png(c.confusion.labels, c.confusion.matrix, f"{c.field}: free generation"))
         if c is not None and c.constrained_confusion is not None:
             forced = c.constrained_confusion
-            (folder / f"confusion_{c.field}_constrained.png").write_bytes(
+            (folder / confusion_file(c.field, "_constrained")).write_bytes(
                 confusion_png(forced.labels, forced.matrix, f"{c.field}: constrained to the label set"))
         if self.constrained_predictions:
             _write_rows(self.constrained_predictions, folder / CONSTRAINED_PREDICTIONS)

@@ -6,6 +6,12 @@ import io
 from collections.abc import Mapping, Sequence
 
 
+def confusion_file(field: str, suffix: str = "") -> str:
+    """The file name of a field's confusion matrix PNG (the field made safe as part of a file name)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in field)
+    return f"confusion_{safe}{suffix}.png"
+
+
 def _pyplot():
     import matplotlib
 

@@ -12,7 +12,7 @@ from finetune_pipeline.lib.models.base_models import resolve_base_model
 from finetune_pipeline.lib.models.merge import merge_adapter
 from finetune_pipeline.lib.stages.common import build_artifact, registry, store
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.versions.version import ArtifactAddress, base_key, lora_key
+from finetune_pipeline.lib.versions.version import ArtifactAddress, base_key, lora_key, weights_folder
 
 log = logging.getLogger(__name__)
 WEIGHTS_IN_ARTIFACT = "model"  # with artifacts on object storage, the base model's weights travel in its artifact
@@ -20,10 +20,12 @@ WEIGHTS_IN_ARTIFACT = "model"  # with artifacts on object storage, the base mode
 
 def base_model_dir(base: ArtifactRef, pull: bool = True) -> Path:
     """The base model's weights folder: in the model cache, or in the artifact (pulled if this machine lacks it)."""
-    weights = base.info.get("weights") or base.info["model_dir"]
-    if Path(weights).is_absolute():
-        return Path(weights)
-    return (base.dir if pull else Path(base.path)) / weights
+    return weights_folder(_base_weights(base), base.store(), ArtifactAddress(asset=base.asset, key=base.key), pull)
+
+
+def _base_weights(base: ArtifactRef) -> str:
+    # Base artifacts made before `weights` was recorded name their folder in `model_dir`.
+    return base.info.get("weights") or base.info["model_dir"]
 
 
 def base_model(cfg: PipelineConfig, run_id: str | None = None) -> ArtifactRef:
@@ -46,8 +48,7 @@ def base_model(cfg: PipelineConfig, run_id: str | None = None) -> ArtifactRef:
     ref = build_artifact(cfg, "base_model", build, recipe={"spec": model.spec, "content": model.content_hash},
                          inputs=[{"asset": "base model", **model.source}], config=cfg.section("model"),
                          unchanged="base model unchanged", run_id=run_id)
-    weights = ref.info.get("weights") or ref.info["model_dir"]  # artifacts made before `weights` have model_dir
-    registry(cfg).register(ref.info["version_key"], "base", weights=weights,
+    registry(cfg).register(ref.info["version_key"], "base", weights=_base_weights(ref),
                            artifact=ArtifactAddress(asset=ref.asset, key=ref.key), info={"spec": model.spec})
     return ref
 

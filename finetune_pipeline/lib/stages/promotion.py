@@ -10,13 +10,13 @@ from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.data.raw_files import RawDataError, list_raw_files, raw_name
 from finetune_pipeline.lib.evaluation.backends import BackendError
 from finetune_pipeline.lib.evaluation.report import EvalReport, confusion_of
+from finetune_pipeline.lib.reporting.charts import confusion_file, confusion_png, metrics_bar_chart
 from finetune_pipeline.lib.stages.common import build_artifact, registry, store
 from finetune_pipeline.lib.stages.evaluation import model_eval_key
-from finetune_pipeline.lib.reporting.charts import confusion_png, metrics_bar_chart
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.storage.hashing import hash_file
 from finetune_pipeline.lib.versions import kinds
-from finetune_pipeline.lib.versions.leaderboard import Leaderboard, LeaderboardRow, safe_name
+from finetune_pipeline.lib.versions.leaderboard import Leaderboard, LeaderboardRow
 from finetune_pipeline.lib.versions.retraining import SECTIONS, RetrainCheck, TrainedFrom, compare
 from finetune_pipeline.lib.versions.serving import ServingSpec
 from finetune_pipeline.lib.versions.version import ModelVersion
@@ -59,14 +59,14 @@ def leaderboard(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str],
         info = {"eval_set": eval_set.key, "primary_metric": board.primary_metric,
                 "ranking": [r.version for r in board.rows], "missing": board.missing}
         if board.rows:
-            (out / "metrics.png").write_bytes(metrics_bar_chart(
-                board.metrics, {f"#{r.rank} {r.version}": r.metrics for r in board.rows}, f"on eval set {board.eval_set}"))
+            bars = {f"#{r.rank} {r.version}": r.metrics for r in board.rows}
+            (out / "metrics.png").write_bytes(metrics_bar_chart(board.metrics, bars, f"on eval set {board.eval_set}"))
         if field:
             top = board.best()
             # The matrix model_eval stored for its classification field, else the same function on its predictions.
             confusion = confusion_of(store(cfg).ensure_local("model_eval", top.eval_key), field)
             labels, matrix = confusion.labels, confusion.matrix
-            (out / f"confusion_{safe_name(field)}.png").write_bytes(
+            (out / confusion_file(field)).write_bytes(
                 confusion_png(labels, matrix, f"{top.version}: {field}"))
             info["confusion"] = {"version": top.version, "field": field, "labels": labels, "matrix": matrix}
         log.info("leaderboard on eval set %s: %s", eval_set.key, info["ranking"])

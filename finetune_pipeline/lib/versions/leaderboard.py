@@ -92,8 +92,3 @@ class Leaderboard(BaseModel):
 
 def _value(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) and not math.isnan(v) else -math.inf
-
-
-def safe_name(name: str) -> str:
-    """A field name as part of a file name."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)

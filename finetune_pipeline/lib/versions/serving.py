@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from finetune_pipeline.lib.versions.version import ArtifactAddress, weights_folder
+
 if TYPE_CHECKING:
     from finetune_pipeline.lib.storage.artifacts import ArtifactStore
     from finetune_pipeline.lib.versions.config import ServingConfig
@@ -82,9 +84,12 @@ def local_serving_spec(version: "ModelVersion", weights: Path, serving: "Serving
 
 def base_weights_dir(store: "ArtifactStore", key: str) -> Path:
     """The weights folder of the base_model artifact `key`: in the artifact (pulled if needed) or the model cache."""
-    info = (store.lineage("base_model", key) or {}).get("info", {})
-    weights = info.get("weights") or info["model_dir"]
-    return Path(weights) if Path(weights).is_absolute() else store.ensure_local("base_model", key) / weights
+    return _base_weights(store, key, (store.lineage("base_model", key) or {}).get("info", {}))
+
+
+def _base_weights(store: "ArtifactStore", key: str, info: dict) -> Path:
+    # Base artifacts made before `weights` was recorded name their folder in `model_dir`.
+    return weights_folder(info.get("weights") or info["model_dir"], store, ArtifactAddress(asset="base_model", key=key))
 
 
 def lora_serving_spec(version: "ModelVersion", store: "ArtifactStore", serving: "ServingConfig") -> ServingSpec:
@@ -93,10 +98,11 @@ def lora_serving_spec(version: "ModelVersion", store: "ArtifactStore", serving: 
     if not inputs.get("base_model") or not inputs.get("lora_adapter"):
         raise ServingError(f"{version.key}: its lineage names no base_model and lora_adapter inputs")
     base_key = inputs["base_model"]["key"]
-    base_dir = base_weights_dir(store, base_key)
+    base_info = (store.lineage("base_model", base_key) or {}).get("info", {})
+    base_dir = _base_weights(store, base_key, base_info)
     adapter_dir = store.ensure_local("lora_adapter", inputs["lora_adapter"]["key"])
     rank = int(json.loads((adapter_dir / "adapter_config.json").read_text())["r"])
-    base_name = (store.lineage("base_model", base_key) or {}).get("info", {}).get("version_key") or f"{version.key}-base"
+    base_name = base_info.get("version_key") or f"{version.key}-base"
     vllm = ["vllm", "serve", str(base_dir), "--served-model-name", base_name, "--enable-lora", "--lora-modules",
             f"{version.key}={adapter_dir}", "--max-lora-rank", str(vllm_lora_rank(rank)), *_net(serving),
             *serving.vllm_args]

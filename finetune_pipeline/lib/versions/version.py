@@ -51,6 +51,15 @@ class ArtifactAddress(BaseModel):
     key: str
 
 
+def weights_folder(weights: str, store: "ArtifactStore", artifact: ArtifactAddress | None, pull: bool = True) -> Path:
+    """Where weights are: an absolute folder as it is (a model cache), or a folder inside `artifact`, whose files
+    are pulled from the bucket first when `pull` and this machine lacks them."""
+    if Path(weights).is_absolute():
+        return Path(weights)
+    address = (artifact.asset, artifact.key)
+    return (store.ensure_local(*address) if pull else store.dir(*address)) / weights
+
+
 class ModelVersion(BaseModel):
     """One registered version: `<artifacts_root>/model_versions/<key>.json`."""
 
@@ -80,12 +89,9 @@ class ModelVersion(BaseModel):
         """The local folder holding the weights; an artifact's folder is pulled from the bucket if missing."""
         if self.weights is None:
             return None
-        if Path(self.weights).is_absolute():
-            return Path(self.weights)
-        if self.artifact is None:
+        if self.artifact is None and not Path(self.weights).is_absolute():
             raise ValueError(f"model version {self.key}: weights {self.weights!r} are relative but it has no artifact")
-        address = (self.artifact.asset, self.artifact.key)
-        return (store.ensure_local(*address) if pull else store.dir(*address)) / self.weights
+        return weights_folder(self.weights, store, self.artifact, pull)
 
     def lineage(self, store: "ArtifactStore") -> dict[str, Any] | None:
         """The lineage of the artifact that made it (read, never pulled), or None."""
