@@ -48,8 +48,10 @@ class ServingConfig(Section):
                               "module (one server, many adapters, small artifacts).")
     host: str = Field("0.0.0.0", description="The address the server listens on.")
     port: int = Field(8000, ge=1, le=65535, description="The port the server listens on.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM server shards the model over "
+                                                          "(--tensor-parallel-size); 1 on a CPU.")
     vllm_args: list[str] = Field([], description="Appended to the vllm serve command, e.g. "
-                                                 "[--tensor-parallel-size, \"2\"].")
+                                                 "[--max-loras, \"4\"].")
 
 
 class ScheduleConfig(Section):
