@@ -73,6 +73,9 @@ def model_eval(context: dg.AssetExecutionContext, settings: PipelineSettings, ev
         eval_set=report.eval_set,
         backend=report.backend["backend"],
         eval_seconds=report.eval_seconds,
+        # What the leaderboard prices inference from: the device that answered and the measured latency.
+        eval_device=report.device.label() if report.device else "unknown (generated behind an endpoint)",
+        seconds_per_request=round(report.generation_seconds / max(int(report.metrics.get("n", 0)), 1), 4),
         report=dg.MetadataValue.md(metrics_table({version: report.metrics})),
         predictions=dg.MetadataValue.path(str(ref.dir / "predictions.jsonl")),
     )

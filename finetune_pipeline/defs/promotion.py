@@ -31,7 +31,8 @@ _AFTER_UPSTREAM = (
     # leaderboard back; it is listed as missing.
     automation_condition=_AFTER_UPSTREAM,
     description="Every model version x metric on the current eval set, ranked by promotion.primary_metric, with "
-                "training time, tokens, device-hours and estimated cost.",
+                "training time, tokens, device, device-hours and estimated cost (priced by the device that "
+                "trained), and the inference cost per 1,000 requests at the eval's measured latency.",
 )
 def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, eval_set: ArtifactRef) -> dg.Output:
     cfg = settings.load()

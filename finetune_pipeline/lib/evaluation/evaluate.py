@@ -21,8 +21,12 @@ from finetune_pipeline.lib.evaluation.confusion import confusion_matrix
 from finetune_pipeline.lib.evaluation.generate import strip_assistant
 from finetune_pipeline.lib.evaluation.metrics import Answers, Classification, expected_fields, row_scores, scores
 from finetune_pipeline.lib.evaluation.report import Answer, ClassificationReport, EvalReport, PredictionRow
+from finetune_pipeline.lib.models.device import describe_device
 
 log = logging.getLogger(__name__)
+
+# Backends that generate on this machine: the eval records this machine's device for its inference cost.
+LOCAL_BACKENDS = ("transformers", "vllm")
 
 
 class ClassificationSettings(BaseModel):
@@ -65,6 +69,7 @@ def evaluate(backend: EvalBackend, records: Sequence[dict[str, Any]], settings: 
     return EvalReport(metrics=metrics, fields=list(answers.fields), classification=part,
                       generation_seconds=round(generation_seconds, 2), **subject.model_dump(),
                       backend=backend.identity(), eval_seconds=round(time.time() - started, 2),
+                      device=describe_device(processes=1) if backend.name in LOCAL_BACKENDS else None,
                       predictions=rows, constrained_predictions=forced)
 
 

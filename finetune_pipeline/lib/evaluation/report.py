@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from finetune_pipeline.lib.evaluation.confusion import ConfusionMatrix, confusion_matrix
+from finetune_pipeline.lib.models.device import DeviceInfo
 from finetune_pipeline.lib.reporting.charts import confusion_file, confusion_png
 
 REPORT, PREDICTIONS, CONSTRAINED_PREDICTIONS = "report.json", "predictions.jsonl", "predictions_constrained.jsonl"
@@ -69,6 +70,8 @@ class EvalReport(BaseModel):
     test_file: str
     backend: dict[str, Any]  # the backend's identity, as in the recipe
     eval_seconds: float
+    # What generated: this machine's device for a local backend; None behind an endpoint (or in older reports).
+    device: DeviceInfo | None = None
     # Saved beside report.json, not in it.
     predictions: list[PredictionRow] = Field(default_factory=list, exclude=True)
     constrained_predictions: list[Answer] = Field(default_factory=list, exclude=True)

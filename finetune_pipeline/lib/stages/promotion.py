@@ -16,6 +16,7 @@ from finetune_pipeline.lib.stages.evaluation import model_eval_key
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.storage.hashing import hash_file
 from finetune_pipeline.lib.versions import kinds
+from finetune_pipeline.lib.versions.costs import InferenceCost, endpoint_device, inference_cost
 from finetune_pipeline.lib.versions.leaderboard import Leaderboard, LeaderboardRow
 from finetune_pipeline.lib.versions.retraining import SECTIONS, RetrainCheck, TrainedFrom, compare
 from finetune_pipeline.lib.versions.serving import ServingSpec
@@ -42,10 +43,32 @@ def collect(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str]) -> 
         # The eval's report is its artifact's info (in lineage.json): read, nothing is pulled.
         report = EvalReport.model_validate(ref.info)
         cost = kinds.get(version.kind).training_cost(version, artifacts, cfg.costs)
+        answering = _inference_cost(cfg, version, report)
         rows.append(LeaderboardRow(version=key, kind=version.kind, metrics=dict(report.metrics), fields=report.fields,
                                    eval_key=eval_key, eval_path=ref.path, backend=report.backend.get("backend"),
-                                   **cost.model_dump()))
+                                   inference_device=answering.device, seconds_per_request=answering.seconds_per_request,
+                                   usd_per_1k_requests=answering.usd_per_1k_requests,
+                                   inference_note=answering.note, **cost.model_dump()))
     return Leaderboard.ranked(eval_set.key, eval_set.info.get("rows"), cfg.promotion.primary_metric, rows, missing)
+
+
+def _inference_cost(cfg: PipelineConfig, version: ModelVersion, report: EvalReport) -> InferenceCost:
+    """USD per 1,000 requests at the eval's measured latency, on the device that answered.
+
+    A local backend recorded this machine's device. A local version evaluated through an endpoint
+    (eval.backend openai) ran on costs.endpoint_device, when configured. A remote kind (OpenAI) bills by
+    token, not by device-hour, so its cost per request is not estimated here.
+    """
+    device = report.device
+    if device is None and report.backend.get("backend") == "openai" and not kinds.get(version.kind).remote:
+        device = endpoint_device(cfg.costs.endpoint_device)
+    requests = int(report.metrics.get("n") or len(report.predictions))
+    cost = inference_cost(report.generation_seconds, requests, device, cfg.costs)
+    if device is None and kinds.get(version.kind).remote:
+        cost.note = "inference cost not estimated: a remote model is billed by its provider per token"
+    elif device is None and report.backend.get("backend") == "openai":
+        cost.note = "inference cost unknown: the endpoint's hardware is not configured (costs.endpoint_device)"
+    return cost
 
 
 def leaderboard(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str], run_id: str | None = None

@@ -84,16 +84,23 @@ class ScheduleConfig(Section):
 
 
 class CostConfig(Section):
-    """Price table for the estimated cost of each model version (USD).
+    """Price table for the estimated cost of each model version (USD): training, and inference per 1,000 requests.
 
     Defaults are list prices at the time of writing; override them with your
-    own contract prices. `device` names the hardware a local training ran on.
+    own contract prices. Training and local evals are priced by the device they
+    recorded (a CPU as `cpu`, a GPU by its name: see versions/costs.py and
+    docs/model-versions.md#costs); a GPU without a price has an unknown cost.
     """
 
-    device: str = Field("cpu", description="The hardware local training runs on: a key of hourly_usd.")
+    device: str = Field("cpu", description="Fallback only: the key of hourly_usd that prices a training whose "
+                                           "lineage records no device (written before devices were recorded).")
     hourly_usd: dict[str, Price] = Field(
         {"cpu": 0.10, "a10g": 1.21, "l4": 0.80, "a100-80gb": 3.67, "h100": 4.50},
-        description="USD per device-hour of local training, by device.")
+        description="USD per device-hour, by price key: cpu, a GPU model (h100, l4, a10g), model-memory "
+                    "(a100-80gb) or a whole GPU name slugged (nvidia-h100-80gb-hbm3).")
+    endpoint_device: str = Field(
+        "", description="The hardware behind eval.openai.base_url when a local version is evaluated through the "
+                        "openai backend (cpu, a price key or a GPU name), for its inference cost; empty = unknown.")
     openai_training_per_1m_tokens: dict[str, Price] = Field(
         {"gpt-4o-mini-2024-07-18": 3.00, "gpt-4.1-mini-2025-04-14": 5.00, "gpt-4o-2024-08-06": 25.00,
          "gpt-4.1-2025-04-14": 25.00, "gpt-3.5-turbo-0125": 8.00},

@@ -30,6 +30,11 @@ class LeaderboardRow(VersionCost):
     eval_key: str
     eval_path: str
     backend: str | None = None
+    # Inference: the device that evaluated, the eval's seconds per request and USD per 1,000 requests on it.
+    inference_device: str | None = None
+    seconds_per_request: float | None = None
+    usd_per_1k_requests: float | None = None
+    inference_note: str | None = None  # why usd_per_1k_requests is unknown
     rank: int = 0
 
 
@@ -71,14 +76,18 @@ class Leaderboard(BaseModel):
         return top.fields[0]
 
     def markdown(self) -> str:
-        head = ["rank", "version", "kind", *self.metrics, "n", "eval set", "train s", "tokens trained", "device-h",
-                "est. $"]
+        head = ["rank", "version", "kind", *self.metrics, "n", "eval set", "train s", "tokens trained",
+                "train device", "device-h", "est. $", "eval device", "s/request", "$/1k requests"]
         lines = [markdown_table(head, ([r.rank, r.version, r.kind, *(r.metrics.get(m) for m in self.metrics),
                                         r.metrics.get("n", ""), self.eval_set, fmt(r.train_seconds, 1),
-                                        r.tokens_trained, fmt(r.device_hours, 4), fmt(r.cost_usd, 4)]
+                                        r.tokens_trained, r.device, fmt(r.device_hours, 4), fmt(r.cost_usd, 4),
+                                        r.inference_device, fmt(r.seconds_per_request, 3),
+                                        fmt(r.usd_per_1k_requests, 4)]
                                        for r in self.rows))]
         for key, why in self.missing.items():
             lines.append(f"\n*{key}: {why}*")
+        for r in self.rows:  # why a cost is unknown, under the table
+            lines += [f"\n*{r.version}: {note}*" for note in (r.cost_note, r.inference_note) if note]
         return "\n".join(lines)
 
     def save(self, folder: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from finetune_pipeline.lib.versions.costs import UnknownPriceError, VersionCost, device_hours, local_training_cost
+from finetune_pipeline.lib.versions.costs import VersionCost, training_cost
 from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
 from finetune_pipeline.lib.versions.retraining import TrainedFrom, trained_from_merged
 from finetune_pipeline.lib.versions.serving import ServingSpec, lora_serving_spec
@@ -35,16 +35,7 @@ class LoraMergedKind(LocalWeightsKind):
         return (lineage or {}).get("info", {})
 
     def training_cost(self, version: "ModelVersion", store: "ArtifactStore", costs: "CostConfig") -> VersionCost:
-        info = self.adapter_info(version, store)
-        seconds = float(info.get("train_seconds") or 0.0)
-        device = info.get("device") or costs.device
-        devices = int(info.get("num_processes") or info.get("devices") or 1)  # data-parallel processes
-        try:
-            cost = round(local_training_cost(seconds, costs, devices, device), 6)
-        except UnknownPriceError:
-            cost = None
-        return VersionCost(train_seconds=seconds, tokens_trained=info.get("tokens_seen"), device=device,
-                           device_hours=round(device_hours(seconds, devices), 6), cost_usd=cost)
+        return training_cost(self.adapter_info(version, store), costs)
 
     def trained_from(self, version: "ModelVersion", store: "ArtifactStore") -> TrainedFrom | None:
         return trained_from_merged(version, store)
@@ -53,7 +44,6 @@ class LoraMergedKind(LocalWeightsKind):
         if serving.mode == "lora":  # one server, the base model plus this adapter as a LoRA module
             return lora_serving_spec(version, store, serving)
         return super().serving_spec(version, store, serving)
-
 
     def artifacts_to_serve(self, version: "ModelVersion", store: "ArtifactStore") -> list[tuple[str, str]]:
         # `serving.mode: lora` serves the base model with the adapter: both are needed too.
