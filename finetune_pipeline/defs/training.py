@@ -12,6 +12,7 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.evaluation.merge_check import merged_matches_adapter
 from finetune_pipeline.lib.reporting.charts import loss_curve_png
 from finetune_pipeline.lib.reporting.markdown import png_markdown
+from finetune_pipeline.lib.stages.models import is_full_fine_tune
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.training.engine import child_command
 from finetune_pipeline.lib.training.pod import pod_run_args
@@ -76,21 +77,32 @@ def _training_metadata(info: dict) -> dict:
 
 
 @dg.asset(group_name="training", kinds={"peft", "safetensors"}, code_version=stages.CODE_VERSIONS["merged_model"],
-          description="Base + adapter merged (merge_and_unload) into a plain transformers model; a model version.")
+          description="Base + adapter merged (merge_and_unload) into a plain transformers model; a model version. "
+                      "After a full fine-tune (train.method: full) nothing is merged: the trained model itself "
+                      "becomes the version (kind full) and this artifact only names it.")
 def merged_model(context: dg.AssetExecutionContext, settings: PipelineSettings, base_model: ArtifactRef,
                  lora_adapter: ArtifactRef) -> dg.Output:
     with core_logs(context):
         ref = stages.merged_model(settings.load(), base_model, lora_adapter, context.run_id)
     context.instance.add_dynamic_partitions(MODEL_VERSIONS.name, [ref.info["version_key"]])
-    return artifact_output(ref, version_key=ref.info["version_key"])
+    extra = {"method": "full", "model_artifact": f"{lora_adapter.asset}/{lora_adapter.key}"} \
+        if is_full_fine_tune(lora_adapter) else {}
+    return artifact_output(ref, version_key=ref.info["version_key"], **extra)
 
 
 @dg.asset_check(asset=merged_model, blocking=True,
                 additional_ins={name: dg.AssetIn(name) for name in ("base_model", "lora_adapter", "training_dataset")},
                 description="The merged model loads with plain AutoModelForCausalLM and matches base + adapter "
-                            "greedily on three val prompts.")
+                            "greedily on three val prompts. After a full fine-tune there is no merge: it passes as not "
+                            "applicable, saying so in its metadata.")
 def merged_matches_base_plus_adapter(merged_model: ArtifactRef, base_model: ArtifactRef,
                                      lora_adapter: ArtifactRef, training_dataset: ArtifactRef) -> dg.AssetCheckResult:
+    if is_full_fine_tune(lora_adapter):
+        # Nothing was merged: the version is the trained model itself, so there is nothing to compare.
+        return dg.AssetCheckResult(passed=True, metadata={
+            "applicable": False,
+            "reason": "not applicable: a full fine-tune (train.method: full) has no adapter and no merge; "
+                      f"the model version is {lora_adapter.asset}/{lora_adapter.key} as trained"})
     prompts = stages.sample_val_prompts(training_dataset, 3)
     same, rows = merged_matches_adapter(stages.base_model_dir(base_model), lora_adapter.dir, merged_model.dir, prompts)
     table = "| base + adapter | merged |\n|---|---|\n" + "\n".join(

@@ -12,7 +12,7 @@ from finetune_pipeline.lib.models.base_models import resolve_base_model
 from finetune_pipeline.lib.models.merge import merge_adapter
 from finetune_pipeline.lib.stages.common import build_artifact, registry, store
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
-from finetune_pipeline.lib.versions.version import ArtifactAddress, base_key, lora_key, weights_folder
+from finetune_pipeline.lib.versions.version import ArtifactAddress, base_key, full_key, lora_key, weights_folder
 
 log = logging.getLogger(__name__)
 WEIGHTS_IN_ARTIFACT = "model"  # with artifacts on object storage, the base model's weights travel in its artifact
@@ -55,7 +55,13 @@ def base_model(cfg: PipelineConfig, run_id: str | None = None) -> ArtifactRef:
 
 def merged_model(cfg: PipelineConfig, base: ArtifactRef, adapter: ArtifactRef, run_id: str | None = None
                  ) -> ArtifactRef:
-    """merge_and_unload of base + adapter: a plain transformers model that vLLM loads too; a model version."""
+    """merge_and_unload of base + adapter: a plain transformers model that vLLM loads too; a model version.
+
+    A full fine-tune (train.method: full) has no adapter: see `full_model`.
+    """
+    if is_full_fine_tune(adapter):
+        return full_model(cfg, base, adapter, run_id)
+
     def build(out: Path) -> dict:
         merge_adapter(base_model_dir(base), adapter.dir, out)
         return {"version_key": lora_key(adapter.key)}
@@ -65,4 +71,33 @@ def merged_model(cfg: PipelineConfig, base: ArtifactRef, adapter: ArtifactRef, r
     registry(cfg).register(ref.info["version_key"], "lora_merged", weights=".",
                            artifact=ArtifactAddress(asset=ref.asset, key=ref.key),
                            info={"adapter": adapter.key, "base": base.info["spec"]})
+    return ref
+
+
+def is_full_fine_tune(trained: ArtifactRef) -> bool:
+    """The training artifact holds a whole model (train.method: full), not an adapter to merge."""
+    return trained.info.get("method") == "full"
+
+
+def full_model(cfg: PipelineConfig, base: ArtifactRef, trained: ArtifactRef, run_id: str | None = None
+               ) -> ArtifactRef:
+    """A full fine-tune as a model version (kind `full`), without a merge and without copying its weights.
+
+    The version's artifact is the training artifact itself (a whole model, loadable as it is). The
+    merged_model artifact is only a small record, model_ref.json naming that artifact: so merged_model
+    still materializes for every training (the graph, jobs and callers read its version_key) while a
+    model of several GB is stored once.
+    """
+    key = full_key(trained.key)
+    model = {"asset": trained.asset, "key": trained.key}
+
+    def build(out: Path) -> dict:
+        (out / "model_ref.json").write_text(json.dumps({"model": model}) + "\n")
+        log.info("full fine-tune: no merge; model version %s is %s/%s", key, trained.asset, trained.key)
+        return {"version_key": key, "method": "full", "model": model}
+
+    ref = build_artifact(cfg, "merged_model", build, recipe={"base": base.key, "adapter": trained.key},
+                         inputs=[base, trained], unchanged="full fine-tune already registered", run_id=run_id)
+    registry(cfg).register(key, "full", weights=".", artifact=ArtifactAddress(**model),
+                           info={"trained": trained.key, "base": base.info["spec"]})
     return ref

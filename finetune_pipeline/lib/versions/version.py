@@ -43,6 +43,11 @@ def lora_key(adapter_key: str) -> str:
     return check_key(f"lora-{adapter_key[:12]}")
 
 
+def full_key(adapter_key: str) -> str:
+    """A full fine-tune's version: named after its training artifact (lora_adapter), like a LoRA version."""
+    return check_key(f"full-{adapter_key[:12]}")
+
+
 class ArtifactAddress(BaseModel):
     """An artifact by its address in the store: the same on every machine, unlike its local folder."""
 
@@ -66,7 +71,7 @@ class ModelVersion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str
-    kind: str = Field(description="a name in versions.kinds.KINDS: base, lora_merged, openai")
+    kind: str = Field(description="a name in versions.kinds.KINDS: base, lora_merged, full, openai")
     artifact: ArtifactAddress | None = Field(None, description="the artifact that made it, whose lineage it has")
     weights: str | None = Field(None, description="its weights folder: absolute, or relative to the artifact's folder")
     remote_id: str | None = Field(None, description="the model's id where it is served remotely (OpenAI)")

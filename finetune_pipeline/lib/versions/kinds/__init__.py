@@ -18,10 +18,10 @@ twenty lines) and add it to `KINDS`.
 
 from __future__ import annotations
 
-from finetune_pipeline.lib.versions.kinds import base, lora_merged, openai
+from finetune_pipeline.lib.versions.kinds import base, full, lora_merged, openai
 from finetune_pipeline.lib.versions.kinds.kind import VersionKind
 
-KINDS: dict[str, VersionKind] = {k.name: k for k in (base.KIND, lora_merged.KIND, openai.KIND)}
+KINDS: dict[str, VersionKind] = {k.name: k for k in (base.KIND, lora_merged.KIND, full.KIND, openai.KIND)}
 
 
 def get(name: str) -> VersionKind:
