@@ -9,12 +9,15 @@ from typing import Any
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, model_dir: Path, batch_size: int):
+    def __init__(self, model_dir: Path, batch_size: int, dtype: str = "auto"):
+        from finetune_pipeline.lib.models.device import resolve_dtype
+
         self.model_dir, self.batch_size = Path(model_dir), batch_size
+        self.dtype = resolve_dtype(dtype)  # model.dtype: auto is bf16 on a CUDA GPU, fp32 on CPU
 
     def identity(self) -> dict[str, Any]:
-        # Batch size changes padding, which can change greedy output in the last bits.
-        return {"backend": self.name, "batch_size": self.batch_size}
+        # Batch size changes padding, and the dtype rounding, either of which can change greedy output.
+        return {"backend": self.name, "batch_size": self.batch_size, "dtype": self.dtype}
 
     def _loaded(self):
         # Loaded once: free and constrained generation share the model.
@@ -23,8 +26,10 @@ class TransformersBackend:
                 load_model,
                 load_tokenizer,
             )
+            from finetune_pipeline.lib.models.device import inference_device, torch_dtype
 
-            self._model, self._tokenizer = load_model(self.model_dir), load_tokenizer(self.model_dir)
+            model = load_model(self.model_dir, dtype=torch_dtype(self.dtype))
+            self._model, self._tokenizer = model.to(inference_device()), load_tokenizer(self.model_dir)
         return self._model, self._tokenizer
 
     def generate(self, conversations, max_new_tokens):

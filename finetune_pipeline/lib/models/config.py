@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from finetune_pipeline.lib.models.device import DtypeSetting
 from finetune_pipeline.lib.section import Section
 
 
@@ -18,3 +19,6 @@ class ModelConfig(Section):
     trust_remote_code_allow: list[str] = Field(
         [], description="Models whose repository's own Python may run (trust_remote_code); every other model's "
                         "never does.")
+    dtype: DtypeSetting = Field(
+        "auto", description="Dtype the weights load in for training, merge and eval: auto (bfloat16 on a CUDA GPU, "
+                            "float32 on CPU), bfloat16 or float32; merged weights are saved in it.")

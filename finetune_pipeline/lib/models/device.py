@@ -73,3 +73,27 @@ def describe_device(processes: int | None = None) -> DeviceInfo:
 
         return DeviceInfo(type="cuda", name=torch.cuda.get_device_name(0), count=count)
     return DeviceInfo(type="cpu", name=cpu_name(), count=count)
+
+
+FLASH_KERNELS = (("flash_attn_interface", "flash_attention_3"), ("flash_attn", "flash_attention_2"))
+
+
+def flash_attention_available() -> str | None:
+    """The variable-length attention kernel that is installed (FlashAttention 3 before 2), or None."""
+    import importlib.util
+
+    return next((name for module, name in FLASH_KERNELS if importlib.util.find_spec(module) is not None), None)
+
+
+def choose_attn_implementation(setting: str, on_cuda: bool, padding_free: bool, dtype: str) -> str:
+    """`train.attn_implementation`: anything but auto is passed through to transformers as written.
+
+    auto: a padding-free batch is one long row of several examples; on CUDA a flash kernel attends
+    within each example only (variable length, from the position ids), where sdpa/eager pay for the
+    whole row behind a block-diagonal mask. Flash kernels need 16-bit activations, so fp32 keeps sdpa.
+    """
+    if setting != "auto":
+        return setting
+    if on_cuda and padding_free and dtype in ("bfloat16", "float16"):
+        return flash_attention_available() or "sdpa"
+    return "sdpa"

@@ -20,7 +20,7 @@ from finetune_pipeline.lib.training.detached import (
     detach,
     forget_checkpoints,
 )
-from finetune_pipeline.lib.training.engine import child_command, require_cuda_for
+from finetune_pipeline.lib.training.engine import child_command, require_bitsandbytes
 from finetune_pipeline.lib.training.spec import TrainSpec
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,13 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
                  run_id: str | None = None) -> ArtifactRef:
     """The adapter (or full fine-tune) trained on the dataset's train split, in a child process (or pod)."""
     train_cfg = cfg.section("train")
-    require_cuda_for(cfg.train.effective_method)  # before anything is loaded or launched
+    require_bitsandbytes(cfg.train.effective_method)  # before anything is loaded or launched
     inputs: list[ArtifactRef | dict] = [base, dataset]
-    # Where the child runs (subprocess or a k8s pod) does not change what it trains.
-    trained = {k: v for k, v in train_cfg.items() if k not in ("runner", "pod")}
-    recipe = {"base": base.key, "dataset": dataset.key, "train": trained}
+    # Where the child runs (subprocess or a k8s pod) does not change what it trains; nor do the 4-bit
+    # settings of a method that has no 4-bit base.
+    unused = ("runner", "pod") + (() if cfg.train.effective_method == "qlora" else ("qlora",))
+    trained = {k: v for k, v in train_cfg.items() if k not in unused}
+    recipe = {"base": base.key, "dataset": dataset.key, "train": trained, "dtype": cfg.model.dtype}
     general_file = None
     if cfg.train.general_mix_ratio > 0:
         general_file = cfg.path(cfg.train.general_mix_source)
@@ -80,6 +82,7 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
             work_dir=str(work),
             train=cfg.train,
             trust_remote_code=cfg.model.base_model in cfg.model.trust_remote_code_allow,
+            model_dtype=cfg.model.dtype,
             general_file=str(general_file) if general_file else None,
         )
         if detached:  # the pod shares no folder with this run: it pulls its inputs, uploads its output

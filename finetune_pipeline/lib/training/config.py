@@ -21,6 +21,21 @@ class LoraConfig(Section):
                                   "linear layer but the output head).")
 
 
+class QLoraConfig(Section):
+    """The 4-bit base of method qlora (bitsandbytes, on CUDA or CPU); the defaults are the QLoRA paper's recipe."""
+
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base weights: "
+                                                                 "nf4 (normal float, QLoRA's) or fp4.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too (about 0.4 bit per "
+                                                 "weight less).")
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="The dtype 4-bit layers dequantise to and multiply in.")
+    # Paged optimizers keep their state in memory the driver pages out under pressure (CUDA); bnb 0.50 steps
+    # them on CPU tensors too.
+    optim: Literal["paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit", "adamw_torch"] = Field(
+        "paged_adamw_32bit", description="The optimizer of the adapters (a transformers optim name).")
+
+
 class TrainPodConfig(Section):
     """The training pod when train.runner is k8s (Dagster's PipesK8sClient; `pip install -e '.[k8s]'`)."""
 
@@ -64,10 +79,18 @@ class TrainConfig(Section):
                                                   "-1: use epochs.")
     seed: int = Field(42, ge=0, description="Seed of initialisation, data order and the general-instruction draw.")
     method: Literal["lora", "qlora", "full"] = Field(
-        "lora", description="lora: low-rank adapters on a frozen base; qlora: the same on a 4-bit nf4 base (CUDA "
-                            "GPU only); full: every weight trains, the artifact is a whole model.")
+        "lora", description="lora: low-rank adapters on a frozen base; qlora: the same on a 4-bit base "
+                            "(bitsandbytes, CPU or CUDA; see qlora); full: every weight trains, the artifact is a "
+                            "whole model.")
     quantization: Literal["none", "nf4"] = Field(
         "none", description="Older spelling of method qlora: nf4 with method lora means qlora.")
+    qlora: QLoraConfig = Field(default_factory=QLoraConfig, description="The 4-bit base and optimizer of method "
+                                                                        "qlora.")
+    attn_implementation: str = Field(
+        "auto", min_length=1,
+        description="Attention kernel the model trains with: auto (flash_attention_3/2 on CUDA with padding-free "
+                    "batches when flash-attn is installed, else sdpa), eager, sdpa, flash_attention_2, "
+                    "flash_attention_3, or any name transformers accepts.")
     # The best checkpoint (lowest eval loss) is loaded at the end either way.
     eval_steps: int = Field(50, gt=0, description="Eval loss on the val split every this many steps.")
     early_stopping_patience: int = Field(3, ge=0, description="Stop after this many evals without improvement; "

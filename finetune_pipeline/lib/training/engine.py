@@ -31,8 +31,15 @@ from typing import Any
 from finetune_pipeline.lib.data.cleaning import read_split
 from finetune_pipeline.lib.data.general_instructions import general_mix, read_general_examples
 from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
+from finetune_pipeline.lib.models.device import (
+    choose_attn_implementation,
+    cuda_available,
+    describe_device,
+    resolve_dtype,
+    torch_dtype,
+)
 from finetune_pipeline.lib.training.collate import tokenize_chat, tokenize_records
-from finetune_pipeline.lib.training.config import LoraConfig, TrainConfig
+from finetune_pipeline.lib.training.config import LoraConfig, QLoraConfig, TrainConfig
 from finetune_pipeline.lib.training.packing import (
     EXAMPLE_ID,
     choose_batching,
@@ -46,22 +53,19 @@ SEEN_LOG = "examples_seen.rank{rank}.jsonl"  # in the work dir, one line per mic
 ORDER_FILE = "examples_seen.jsonl"  # in the artifact: the final, de-duplicated training order
 
 
-def require_cuda_for(method: str) -> None:
-    """Fail before any model load: 4-bit bitsandbytes kernels need CUDA."""
-    if method not in ("qlora", "nf4"):
+def require_bitsandbytes(method: str) -> None:
+    """Fail before any model load when QLoRA's 4-bit kernels (bitsandbytes, CPU or CUDA) are not importable."""
+    if method != "qlora":
         return
-    import torch
+    import importlib.util
 
-    if not torch.cuda.is_available():
-        raise RuntimeError(
-            "train.method: qlora (4-bit nf4 base weights, bf16 compute, paged AdamW) needs a CUDA GPU and the "
-            "bitsandbytes package (pip install 'finetune_pipeline[gpu]'); this machine has no CUDA device. "
-            "Use train.method: lora (or full) to train on this machine."
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as e:
-        raise RuntimeError("QLoRA needs bitsandbytes: pip install 'finetune_pipeline[gpu]'") from e
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError("train.method: qlora needs the bitsandbytes package (a dependency of finetune_pipeline: "
+                           "pip install -e .), and it is not importable here")
+
+
+# The old name, until test_collate_and_train.py (another owner's file) stops importing it.
+require_cuda_for = require_bitsandbytes
 
 
 def child_command(python: str, spec_path: Path | str, tc: TrainConfig) -> list[str]:
@@ -129,22 +133,52 @@ def _rows(tokenizer, records: list[dict[str, Any]], start_id: int = 0) -> list[d
 
 # --- the training run --------------------------------------------------------
 
-def _load_for_training(spec: TrainSpec, method: str, gradient_checkpointing: bool):
-    import torch
+class Precision:
+    """Where and in what dtypes a run trains, decided once from the spec and this machine."""
 
+    def __init__(self, spec: TrainSpec, method: str, on_cuda: bool):
+        tc = spec.train
+        self.on_cuda = on_cuda
+        self.dtype = resolve_dtype(spec.model_dtype, on_cuda)  # the training dtype, saved with a full model
+        padding_free = tc.packing is True or (tc.packing == "auto" and on_cuda)
+        self.attn_implementation = choose_attn_implementation(tc.attn_implementation, on_cuda, padding_free,
+                                                              self.dtype)
+        self.quantization = tc.qlora.model_dump() if method == "qlora" else None
+
+    def load_kwargs(self, method: str, qlora: QLoraConfig, local_rank: int) -> dict[str, Any]:
+        """What `from_pretrained` gets besides the path."""
+        kwargs: dict[str, Any] = {"attn_implementation": self.attn_implementation}
+        if method == "full":
+            # fp32 master weights under bf16 autocast: Adam's small updates vanish in bf16 weights.
+            kwargs["dtype"] = torch_dtype("float32")
+        else:  # the frozen base in the training dtype: bf16 halves its memory on a GPU
+            kwargs["dtype"] = torch_dtype(self.dtype)
+        if method == "qlora":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=qlora.quant_type,
+                bnb_4bit_use_double_quant=qlora.double_quant,
+                bnb_4bit_compute_dtype=torch_dtype(qlora.compute_dtype))
+            # Quantised weights cannot be moved after loading: place them where this rank trains.
+            kwargs["device_map"] = {"": local_rank} if self.on_cuda else "cpu"
+        return kwargs
+
+    def training_args(self, method: str, qlora: QLoraConfig) -> dict[str, Any]:
+        """The TrainingArguments that follow from the device and dtype."""
+        return {"use_cpu": not self.on_cuda, "bf16": self.dtype == "bfloat16",
+                "optim": qlora.optim if method == "qlora" else "adamw_torch"}
+
+
+def _load_for_training(spec: TrainSpec, method: str, precision: Precision):
+    kwargs = precision.load_kwargs(method, spec.train.qlora, int(os.environ.get("LOCAL_RANK", "0")))
+    model = load_model(Path(spec.base_model_dir), trust_remote_code=spec.trust_remote_code, **kwargs)
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
 
-        bnb = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16,
-        )
-        model = load_model(Path(spec.base_model_dir), trust_remote_code=spec.trust_remote_code,
-                           quantization_config=bnb, dtype=torch.bfloat16,
-                           device_map={"": int(os.environ.get("LOCAL_RANK", "0"))})
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    return load_model(Path(spec.base_model_dir), trust_remote_code=spec.trust_remote_code)
+        # Freezes the 4-bit base and casts the remaining (norm, embedding) weights to fp32 for stable training.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.train.gradient_checkpointing)
+    return model
 
 
 def _with_adapter(model, method: str, lora: LoraConfig):
@@ -162,9 +196,8 @@ def train_model(spec: TrainSpec, callbacks: list | None = None) -> dict[str, Any
     """Train as `spec` says; `callbacks` are extra TrainerCallbacks (the benchmark's meter)."""
     tc = spec.train
     method = tc.effective_method
-    require_cuda_for(method)
+    require_bitsandbytes(method)
 
-    import torch
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -192,14 +225,19 @@ def train_model(spec: TrainSpec, callbacks: list | None = None) -> dict[str, Any
         train_rows += _rows(tokenizer, general, start_id=len(train_rows))
     val_rows = tokenize_records(tokenizer, read_split(Path(spec.val_file)))
 
-    model = _load_for_training(spec, method, tc.gradient_checkpointing)
+    precision = Precision(spec, method, cuda_available())
+    log.info(f"training on {'cuda' if precision.on_cuda else 'cpu'} in {precision.dtype}, attention "
+             f"'{precision.attn_implementation}' (train.attn_implementation: {tc.attn_implementation})"
+             + (f", 4-bit base {precision.quantization}" if precision.quantization else ""))
+    model = _load_for_training(spec, method, precision)
     # A KV cache is useless in training, and with one the masking utils would
     # not build the per-example (block-diagonal) mask of a packed row.
     model.config.use_cache = False
     model = _with_adapter(model, method, tc.lora)
     trainable, total = model.get_nb_trainable_parameters() if method != "full" else (
         sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
-    label = {"lora": f"LoRA r={tc.lora.r}", "qlora": f"QLoRA (nf4) r={tc.lora.r}", "full": "full"}[method]
+    label = {"lora": f"LoRA r={tc.lora.r}", "qlora": f"QLoRA ({tc.qlora.quant_type}) r={tc.lora.r}",
+             "full": "full"}[method]
     log.info(f"{label}: {trainable:,} trainable of {total:,} parameters; {len(task_records)} train"
            f"{f' + {len(general)} general' if general else ''} / {len(val_rows)} val examples")
 
@@ -207,7 +245,7 @@ def train_model(spec: TrainSpec, callbacks: list | None = None) -> dict[str, Any
 
     has_val = bool(val_rows)
     patience = tc.early_stopping_patience
-    on_gpu = torch.cuda.is_available()
+    on_gpu = precision.on_cuda
     world = int(os.environ.get("WORLD_SIZE", "1"))
     args = TrainingArguments(
         output_dir=str(work_dir),
@@ -219,7 +257,6 @@ def train_model(spec: TrainSpec, callbacks: list | None = None) -> dict[str, Any
         learning_rate=tc.learning_rate,
         warmup_steps=float(tc.warmup_ratio),  # a float in [0, 1) is a ratio of total steps
         lr_scheduler_type="cosine",
-        optim="paged_adamw_32bit" if method == "qlora" else "adamw_torch",
         logging_steps=tc.logging_steps,
         eval_strategy="steps" if has_val else "no",
         eval_steps=tc.eval_steps,
@@ -236,8 +273,7 @@ def train_model(spec: TrainSpec, callbacks: list | None = None) -> dict[str, Any
         report_to=[],
         seed=tc.seed,
         data_seed=tc.seed,
-        use_cpu=not on_gpu,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        **precision.training_args(method, tc.qlora),
         ddp_backend=None if on_gpu or world == 1 else "gloo",
         ddp_find_unused_parameters=False if world > 1 else None,
         # Padded batches waste least when their rows have similar lengths;
@@ -282,7 +318,7 @@ def train_model(spec: TrainSpec, callbacks: list | None = None) -> dict[str, Any
     stopped_early = state.global_step < state.max_steps
 
     if trainer.is_world_process_zero():
-        _save(trainer.model, method, spec, tokenizer)
+        _save(trainer.model, method, spec, tokenizer, precision.dtype)
         _write_order(work_dir, Path(spec.output_dir), trainer.args.world_size)
     curve = _curve(state.log_history)
     result = {
@@ -307,6 +343,11 @@ def train_model(spec: TrainSpec, callbacks: list | None = None) -> dict[str, Any
         "padding_fraction": trainer.padding_fraction(),
         "loss_curve": curve,
         "trainable_parameters": trainable,
+        # The cost code prices training from `device`; the merge saves weights in `dtype`.
+        "device": describe_device(trainer.args.world_size).model_dump(),
+        "dtype": precision.dtype,
+        "quantization": precision.quantization,
+        "attn_implementation": getattr(_inner(trainer.model).config, "_attn_implementation", None),
     }
     log.info(f"done: {result['steps']}/{result['max_steps']} steps in {seconds:.0f}s"
            f"{' (stopped early)' if stopped_early else ''}, train loss {result['train_loss']}, "
@@ -327,10 +368,16 @@ def _checkpointing_args(on: bool) -> dict[str, Any]:
     return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
 
 
-def _save(model, method: str, spec: TrainSpec, tokenizer) -> None:
+def _inner(model):
+    """The transformers model under a PEFT wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _save(model, method: str, spec: TrainSpec, tokenizer, dtype: str) -> None:
     if method == "full":
         model.config.use_cache = True  # for whoever generates with it
-        model.save_pretrained(spec.output_dir, safe_serialization=True)
+        # Trained with fp32 master weights; saved (and served) in the training dtype.
+        model.to(torch_dtype(dtype)).save_pretrained(spec.output_dir, safe_serialization=True)
         tokenizer.save_pretrained(spec.output_dir)
     else:
         # The adapter alone: adapter_config.json + adapter_model.safetensors.

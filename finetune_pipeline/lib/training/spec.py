@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from finetune_pipeline.lib.models.device import DtypeSetting
 from finetune_pipeline.lib.training.config import TrainConfig
 
 
@@ -38,6 +39,8 @@ class TrainSpec(BaseModel):
     work_dir: str  # checkpoints and logs; survives the child so a retry can resume
     train: TrainConfig
     trust_remote_code: bool = False
+    # model.dtype as configured; resolved in the child, where the device is (a pod may have the GPU the run lacks).
+    model_dtype: DtypeSetting = "auto"
     general_file: str | None = None  # general-instruction JSONL, mixed in at train.general_mix_ratio
     remote: DetachedRemote | None = None  # set when the child runs where the run's folders are not
 
