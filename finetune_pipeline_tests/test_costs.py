@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from finetune_pipeline.lib.config import config_from_dict
+from finetune_pipeline.lib.evaluation.report import EvalReport
 from finetune_pipeline.lib.models.device import DeviceInfo
+from finetune_pipeline.lib.stages.promotion import version_inference_cost
 from finetune_pipeline.lib.versions.config import CostConfig
 from finetune_pipeline.lib.versions.costs import inference_cost, price_key, training_cost
 from finetune_pipeline.lib.versions.leaderboard import Leaderboard, LeaderboardRow
+from finetune_pipeline.lib.versions.version import ModelVersion
 
 PRICES = CostConfig().hourly_usd  # the defaults: cpu, a10g, l4, a100-80gb, h100
 
@@ -93,3 +97,25 @@ def test_leaderboard_markdown_shows_devices_inference_cost_and_why_a_cost_is_unk
     assert "$/1k requests" in header and "eval device" in header and "train device" in header
     assert "| NVIDIA H200 |" in row and "| Intel Xeon | 0.500 | 0.0500 |" in row
     assert "*full-abc: training cost unknown: NVIDIA H200 has no price*" in text
+
+
+def _report(backend: str, device: DeviceInfo | None) -> EvalReport:
+    return EvalReport(metrics={"exact_match": 1.0, "n": 10}, fields=[], generation_seconds=5.0, version="v",
+                      kind="lora_merged", eval_set="e", test_file="t", backend={"backend": backend}, eval_seconds=6.0,
+                      device=device)
+
+
+def test_inference_cost_behind_an_endpoint_is_unknown_unless_costs_endpoint_device_says(tmp_path):
+    local = ModelVersion(key="lora-abc", kind="lora_merged", weights="/m", artifact={"asset": "merged_model", "key": "k"})
+    remote = ModelVersion(key="openai-x", kind="openai", remote_id="ft:gpt-4o-mini:x")
+    unset = config_from_dict({}, tmp_path)
+    assert "costs.endpoint_device" in version_inference_cost(unset, local, _report("openai", None)).note
+    on_l4 = config_from_dict({"costs": {"endpoint_device": "NVIDIA L4"}}, tmp_path)
+    priced = version_inference_cost(on_l4, local, _report("openai", None))
+    assert priced.device == "NVIDIA L4" and priced.usd_per_1k_requests == pytest.approx(500 / 3600 * 0.80, abs=1e-6)
+    # An OpenAI model is billed per token by OpenAI, whatever the endpoint setting.
+    billed = version_inference_cost(on_l4, remote, _report("openai", None))
+    assert billed.usd_per_1k_requests is None and "per token" in billed.note
+    # A local backend recorded its own device, which wins.
+    cpu = version_inference_cost(on_l4, local, _report("transformers", DeviceInfo(type="cpu", name="Xeon")))
+    assert cpu.device == "Xeon" and cpu.usd_per_1k_requests == pytest.approx(500 / 3600 * 0.10, abs=1e-6)

@@ -82,6 +82,8 @@ def test_leaderboard_ranks_by_primary_metric_with_costs_and_pictures(board_setup
     # OpenAI training cost from the price table: tokens x USD per 1M tokens.
     assert [r.cost_usd for r in board.rows] == pytest.approx([0.3, 0.6, 0.9])
     assert [r.tokens_trained for r in board.rows] == [100_000, 200_000, 300_000]
+    # OpenAI bills answers per token: no device-hour price per request, and the table says why.
+    assert all(r.usd_per_1k_requests is None and "per token" in r.inference_note for r in board.rows)
     assert (ref.dir / "metrics.png").read_bytes().startswith(PNG)
     assert (ref.dir / "confusion_category.png").read_bytes().startswith(PNG)
     confusion = ref.info["confusion"]

@@ -43,7 +43,7 @@ def collect(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str]) -> 
         # The eval's report is its artifact's info (in lineage.json): read, nothing is pulled.
         report = EvalReport.model_validate(ref.info)
         cost = kinds.get(version.kind).training_cost(version, artifacts, cfg.costs)
-        answering = _inference_cost(cfg, version, report)
+        answering = version_inference_cost(cfg, version, report)
         rows.append(LeaderboardRow(version=key, kind=version.kind, metrics=dict(report.metrics), fields=report.fields,
                                    eval_key=eval_key, eval_path=ref.path, backend=report.backend.get("backend"),
                                    inference_device=answering.device, seconds_per_request=answering.seconds_per_request,
@@ -52,7 +52,7 @@ def collect(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str]) -> 
     return Leaderboard.ranked(eval_set.key, eval_set.info.get("rows"), cfg.promotion.primary_metric, rows, missing)
 
 
-def _inference_cost(cfg: PipelineConfig, version: ModelVersion, report: EvalReport) -> InferenceCost:
+def version_inference_cost(cfg: PipelineConfig, version: ModelVersion, report: EvalReport) -> InferenceCost:
     """USD per 1,000 requests at the eval's measured latency, on the device that answered.
 
     A local backend recorded this machine's device. A local version evaluated through an endpoint
