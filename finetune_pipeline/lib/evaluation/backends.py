@@ -1,7 +1,8 @@
 """Eval backends: turn chat prompts into greedy completions for one model version.
 
 - `transformers`: batched `generate` in this process (CPU or GPU), the default.
-- `vllm`: offline `vllm.LLM` (CUDA GPU only, imported lazily).
+- `vllm`: offline `vllm.LLM` (CPU or GPU) in a child process of the serving
+  environment (`scripts/setup.sh serve`), started once per version.
 - `openai`: any OpenAI-compatible chat endpoint (OpenAI, `vllm serve`,
   `transformers serve`), requests sent concurrently.
 
@@ -19,13 +20,13 @@ from finetune_pipeline.lib.evaluation.backend_errors import BackendError
 from finetune_pipeline.lib.evaluation.config import EvalConfig
 from finetune_pipeline.lib.evaluation.openai_backend import OpenAICompatibleBackend, api_key_for
 from finetune_pipeline.lib.evaluation.transformers_backend import TransformersBackend
-from finetune_pipeline.lib.evaluation.vllm_backend import VllmBackend, require_vllm
+from finetune_pipeline.lib.evaluation.vllm_backend import VllmBackend
 
 Conversation = Sequence[dict[str, str]]
 
 
 __all__ = ["BackendError", "Conversation", "EvalBackend", "OpenAICompatibleBackend", "TransformersBackend",
-           "VllmBackend", "api_key_for", "backend_for", "require_vllm"]
+           "VllmBackend", "api_key_for", "backend_for", "close_backend"]
 
 
 class EvalBackend(Protocol):
@@ -34,6 +35,13 @@ class EvalBackend(Protocol):
     def identity(self) -> dict[str, Any]: ...
 
     def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[str]: ...
+
+
+def close_backend(backend: EvalBackend) -> None:
+    """Free what a backend holds between calls (the vllm backend's child process); others hold nothing to free."""
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
 
 
 def backend_for(e: EvalConfig, key: str, weights: Path | None = None, remote_id: str | None = None) -> EvalBackend:
@@ -48,7 +56,7 @@ def backend_for(e: EvalConfig, key: str, weights: Path | None = None, remote_id:
     if e.backend == "transformers":
         return TransformersBackend(Path(weights), e.batch_size)
     if e.backend == "vllm":
-        return VllmBackend(Path(weights), e.vllm.gpu_memory_utilization, e.vllm.max_model_len, e.vllm.dtype)
+        return VllmBackend(Path(weights), e.vllm)
     if e.backend == "openai":
         return _openai(e, e.openai.model_name.replace("{key}", key).replace("{path}", str(weights)))
     raise BackendError(f"unknown eval.backend {e.backend!r}")

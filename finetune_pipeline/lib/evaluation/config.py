@@ -53,13 +53,30 @@ class EndpointConfig(Section):
 
 
 class VllmConfig(Section):
-    """Offline `vllm.LLM` settings for the `vllm` eval backend (CUDA GPU only)."""
+    """Offline `vllm.LLM` settings for the `vllm` eval backend (CPU or GPU).
 
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    vLLM runs in the serving environment (`scripts/setup.sh serve`), in a child
+    process the backend starts once per evaluated version.
+    """
+
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take "
+                                                                        "(GPU only).")
     # Caps the KV cache; eval prompts are short.
-    max_model_len: int = Field(4096, gt=0, description="Longest prompt + answer in tokens.")
+    max_model_len: int = Field(4096, gt=0, description="Longest prompt + answer in tokens (capped at the "
+                                                           "model's own context length).")
+    # "auto" follows model.dtype's rule (lib/models/device.py), so vLLM and the transformers backend
+    # run the same weights in the same precision: bf16 on CUDA, fp32 on CPU.
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
-        "auto", description="Weights' dtype in vLLM.")
+        "auto", description="Weights' dtype in vLLM; auto = bfloat16 on CUDA, float32 on CPU (as the transformers "
+                            "backend).")
+    kv_cache_space_gib: int = Field(1, ge=1, description="KV cache size in GiB on CPU (VLLM_CPU_KVCACHE_SPACE); "
+                                                         "on a GPU gpu_memory_utilization decides it.")
+    # Measured on 2 CPU cores: start-up 81 s eager vs 178 s with torch.compile, for the same answers.
+    enforce_eager: bool | None = Field(None, description="Skip torch.compile and CUDA graphs; unset = eager on CPU "
+                                                         "(halves start-up), compiled on CUDA.")
+    startup_timeout_s: float = Field(1200.0, gt=0, description="Longest wait for vLLM's engine to start, in "
+                                                               "seconds.")
+    request_timeout_s: float = Field(3600.0, gt=0, description="Longest wait for one batch of answers, in seconds.")
 
 
 class ClassificationConfig(Section):
@@ -95,7 +112,8 @@ class EvalConfig(Section):
     # OpenAI fine-tuned versions always use the openai backend with their remote id.
     backend: Literal["transformers", "vllm", "openai"] = Field(
         "transformers", description="How local versions are run: transformers (in process, CPU or GPU), vllm "
-                                    "(offline vllm.LLM, CUDA GPU) or openai (an OpenAI-compatible server, see openai).")
+                                    "(offline vllm.LLM from the serving environment, CPU or GPU) or openai (an "
+                                    "OpenAI-compatible server, see openai).")
     openai: EndpointConfig = Field(default_factory=EndpointConfig, description="The endpoint of the openai backend.")
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="Settings of the vllm backend.")
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig,

@@ -8,7 +8,7 @@ from typing import Any
 
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.data.cleaning import read_split
-from finetune_pipeline.lib.evaluation.backends import EvalBackend
+from finetune_pipeline.lib.evaluation.backends import EvalBackend, close_backend
 from finetune_pipeline.lib.evaluation.backends import backend_for as make_backend
 from finetune_pipeline.lib.evaluation.classification import load_labels
 from finetune_pipeline.lib.evaluation.evaluate import ClassificationSettings, EvalSettings, EvalSubject, evaluate
@@ -95,7 +95,10 @@ def _evaluate(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, 
     log.info("model_eval[%s]: %d rows through %s", version_key, len(records), backend.identity())
     settings = EvalSettings(max_new_tokens=cfg.eval.max_new_tokens, classification=_classification(cfg, eval_set_ref))
     subject = EvalSubject(version=version_key, kind=version.kind, eval_set=eval_set_ref.key, test_file=str(test_file))
-    report = evaluate(backend, records, settings, subject)
+    try:
+        report = evaluate(backend, records, settings, subject)
+    finally:
+        close_backend(backend)  # the vllm backend's engine holds GBs until closed
     report.save(out)
     log.info("model_eval[%s]: %s in %.1fs", version_key, report.metrics, report.eval_seconds)
     return report.to_json()
