@@ -1,5 +1,5 @@
-"""Eval backends: dispatch by version kind and config, the OpenAI-compatible client against
-recorded request/response shapes (respx), and vLLM's clear refusal on a machine without CUDA."""
+"""Eval backends: dispatch by version kind and config, and the OpenAI-compatible client against
+recorded request/response shapes (respx). The vllm backend's own tests are in test_vllm_backend.py."""
 
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ def test_backend_follows_version_kind_then_config(cfg):
     local = ModelVersion(key="lora-abc", kind="lora_merged", weights="/m/lora")
     assert isinstance(backend_for(cfg, local), TransformersBackend)  # the default
     cfg.eval.backend = "vllm"
-    assert isinstance(backend_for(cfg, local), VllmBackend)
+    vllm = backend_for(cfg, local)
+    assert isinstance(vllm, VllmBackend) and vllm.identity()["backend"] == "vllm"  # enters the recipe key
     cfg.eval.backend = "openai"
     cfg.eval.openai.base_url = "http://127.0.0.1:8000/v1"
     assert backend_for(cfg, local).model == "lora-abc"  # {key}: what serving_spec's --served-model-name says
@@ -141,33 +142,3 @@ def test_unreachable_endpoint_names_the_url(cfg, eval_set):
     with pytest.raises(BackendError, match=r"cannot reach the eval endpoint http://127.0.0.1:9/v1"):
         stages.model_eval(cfg, "base-x", eval_set)
 
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-@pytest.mark.skipif(_cuda(), reason="checks the refusal on a machine without CUDA")
-def test_vllm_backend_refuses_clearly_without_cuda(cfg, eval_set, tiny_model_dir):
-    cfg.eval.backend = "vllm"
-    Registry(cfg.artifacts_dir).register("base-tiny", "base", weights=str(tiny_model_dir))
-    with pytest.raises(BackendError, match=r"needs a CUDA GPU and pip install '\.\[gpu\]'"):
-        stages.model_eval(cfg, "base-tiny", eval_set)
-
-
-def _vllm_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
-@pytest.mark.skipif(not (_cuda() and _vllm_installed()),
-                    reason="needs a CUDA GPU and vllm (pip install '.[gpu]')")
-def test_vllm_backend_generates_like_transformers(tiny_model_dir):
-    conversations = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}] for text in ANSWERS]
-    with_vllm = VllmBackend(tiny_model_dir, 0.3, 1024, "float32").generate(conversations, 8)
-    with_hf = TransformersBackend(tiny_model_dir, 1).generate(conversations, 8)
-    assert len(with_vllm) == len(conversations)
-    # Greedy decoding of the same float32 weights: the first words agree.
-    assert [v.split()[:1] for v in with_vllm] == [h.split()[:1] for h in with_hf]
