@@ -82,19 +82,26 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
                                     f"with {backend.name}", run_id=run_id)
 
 
-def _evaluate(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, eval_set_ref: ArtifactRef,
-              out: Path) -> dict[str, Any]:
-    """Generate, score and write report.json and predictions.jsonl into `out`; the report is the artifact's info."""
-    version_key = version.key
+def eval_inputs(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> tuple[list[dict[str, Any]], EvalSettings]:
+    """The eval set's rows (eval.limit applied) and how they are generated and scored, as model_eval does."""
     test_file = eval_set_ref.dir / "test.jsonl"
     records = read_split(test_file)
     if cfg.eval.limit:
         records = records[: cfg.eval.limit]
     if not records:
         raise ValueError(f"{test_file}: the test split is empty; nothing to evaluate")
+    return records, EvalSettings(max_new_tokens=cfg.eval.max_new_tokens,
+                                 classification=_classification(cfg, eval_set_ref))
+
+
+def _evaluate(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, eval_set_ref: ArtifactRef,
+              out: Path) -> dict[str, Any]:
+    """Generate, score and write report.json and predictions.jsonl into `out`; the report is the artifact's info."""
+    version_key = version.key
+    records, settings = eval_inputs(cfg, eval_set_ref)
     log.info("model_eval[%s]: %d rows through %s", version_key, len(records), backend.identity())
-    settings = EvalSettings(max_new_tokens=cfg.eval.max_new_tokens, classification=_classification(cfg, eval_set_ref))
-    subject = EvalSubject(version=version_key, kind=version.kind, eval_set=eval_set_ref.key, test_file=str(test_file))
+    subject = EvalSubject(version=version_key, kind=version.kind, eval_set=eval_set_ref.key,
+                          test_file=str(eval_set_ref.dir / "test.jsonl"))
     try:
         report = evaluate(backend, records, settings, subject)
     finally:
