@@ -56,7 +56,7 @@ def test_full_fine_tune_is_a_version_on_the_leaderboard_and_can_be_champion(tmp_
     row = next(r for r in board.rows if r.version == key)
     assert row.kind == "full" and row.metrics["n"] == 4
     # Trained on this CPU: device-hours x the cpu price; the eval's latency priced on the same table.
-    assert row.train_seconds > 0 and row.tokens_trained > 0
+    assert row.train_seconds > 0 and row.tokens_trained > 0 and row.device == describe_device(processes=1).label()
     assert row.cost_usd == pytest.approx(row.device_hours * cfg.costs.hourly_usd["cpu"], abs=1e-6)
     assert row.inference_device == describe_device(processes=1).label()
     assert row.usd_per_1k_requests == pytest.approx(
@@ -66,7 +66,9 @@ def test_full_fine_tune_is_a_version_on_the_leaderboard_and_can_be_champion(tmp_
     champion = instance.get_latest_materialization_event(dg.AssetKey("champion")).asset_materialization.metadata
     assert champion["champion"].value == key
     spec = instance.get_latest_materialization_event(dg.AssetKey("serving_spec")).asset_materialization.metadata
-    assert f"vllm serve {trained.dir} --served-model-name {key}" in spec["vllm_command"].value
+    # Served like a merged model: vLLM loads the training artifact's folder under the version's name.
+    assert spec["kind"].value == "full"
+    assert f"{trained.dir} --served-model-name {key}" in spec["vllm_command"].value
 
     # The nightly check reads what the full fine-tune was trained from: nothing changed, nothing to retrain.
     check = retrain_check(cfg)

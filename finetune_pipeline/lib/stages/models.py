@@ -63,7 +63,8 @@ def merged_model(cfg: PipelineConfig, base: ArtifactRef, adapter: ArtifactRef, r
         return full_model(cfg, base, adapter, run_id)
 
     def build(out: Path) -> dict:
-        merge_adapter(base_model_dir(base), adapter.dir, out)
+        # Saved in the dtype the adapter was trained in (older lineage has none: the default here).
+        merge_adapter(base_model_dir(base), adapter.dir, out, dtype=adapter.info.get("dtype"))
         return {"version_key": lora_key(adapter.key)}
 
     ref = build_artifact(cfg, "merged_model", build, recipe={"base": base.key, "adapter": adapter.key},
