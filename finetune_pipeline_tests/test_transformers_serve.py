@@ -23,6 +23,7 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import ServingConfig, load_config
 from finetune_pipeline.lib.evaluation.backends import BackendError
 from finetune_pipeline.lib.evaluation.report import read_predictions
+from finetune_pipeline.lib.models.serving_env import serving_python_or_default
 from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.versions import kinds, serving
 from finetune_pipeline.lib.versions.version import ModelVersion
@@ -114,21 +115,28 @@ def test_openai_backend_against_transformers_serve_matches_in_process(three_vers
     assert served.info["metrics"] == expected.info["metrics"]
 
 
-def test_serving_spec_commands_for_merged_and_lora_modes(three_versions):
+def test_serving_spec_commands_for_merged_and_lora_modes(three_versions, tmp_path):
     store = ArtifactStore(three_versions.artifacts)
     merged = Registry(three_versions.artifacts).get(three_versions.lora_b)
     kind = kinds.get(merged.kind)
-    spec = kind.serving_spec(merged, store, ServingConfig(port=8001))
-    assert spec.vllm == ["vllm", "serve", str(merged.weights_dir(store)), "--served-model-name",
-                         three_versions.lora_b, "--host", "0.0.0.0", "--port", "8001"]
+    spec = kind.serving_spec(merged, store, ServingConfig(port=8001, tensor_parallel_size=2))
+    # vLLM's server module run by the serving environment's python (scripts/setup.sh serve).
+    vllm = [str(serving_python_or_default()), "-m", "vllm.entrypoints.openai.api_server"]
+    assert spec.vllm == [*vllm, "--model", str(merged.weights_dir(store)), "--served-model-name",
+                         three_versions.lora_b, "--host", "0.0.0.0", "--port", "8001", "--tensor-parallel-size", "2"]
+    assert spec.vllm_env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    spec.write(tmp_path)
+    script = (tmp_path / "serve_vllm.sh").read_text()
+    assert 'export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"' in script
+    assert f'exec "${{FINETUNE_PIPELINE_SERVE_PYTHON:-{vllm[0]}}}" -m vllm.entrypoints.openai.api_server' in script
     lora = kind.serving_spec(merged, store, ServingConfig(mode="lora", vllm_args=["--max-loras", "4"])).vllm
     inputs = {i["asset"]: i["key"] for i in merged.lineage(store)["inputs"]}
     base_dir = serving.base_weights_dir(store, inputs["base_model"])
     adapter_dir = store.dir("lora_adapter", inputs["lora_adapter"])
     # --max-lora-rank 8: TRAIN_B's rank, read from adapter_config.json
-    assert lora == ["vllm", "serve", str(base_dir), "--served-model-name", three_versions.base, "--enable-lora",
+    assert lora == [*vllm, "--model", str(base_dir), "--served-model-name", three_versions.base, "--enable-lora",
                     "--lora-modules", f"{three_versions.lora_b}={adapter_dir}", "--max-lora-rank", "8",
-                    "--host", "0.0.0.0", "--port", "8000", "--max-loras", "4"]
+                    "--host", "0.0.0.0", "--port", "8000", "--tensor-parallel-size", "1", "--max-loras", "4"]
     assert serving.vllm_lora_rank(4) == 8 and serving.vllm_lora_rank(17) == 32
     remote = ModelVersion(key="ft-x", kind="openai", remote_id="ft:gpt-4o-mini:o::x")
     openai_spec = kinds.get("openai").serving_spec(remote, store, ServingConfig())

@@ -208,6 +208,7 @@ def test_backfill_evaluates_every_version_and_leaderboard_ranks_them(evaluated, 
     assert history[-1]["champion"] == ranking[0] and history[-1]["promoted"] is True
     spec_meta = _latest(instance, "serving_spec").metadata
     assert spec_meta["version"].value == ranking[0]
+    assert "-m vllm.entrypoints.openai.api_server --model " in spec_meta["vllm_command"].value
     assert f"--served-model-name {ranking[0]}" in spec_meta["vllm_command"].value
 
 

@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     pull.add_argument("version", help="a model version key, e.g. lora-0123abcd4567")
     pull.add_argument("--config")
     pull.set_defaults(func="lineage:cmd_pull")
+    serve = sub.add_parser("serve", help="serve a model version (default: the champion) with vLLM's OpenAI-compatible "
+                                         "server on loopback until Ctrl-C (transformers serve without vLLM)")
+    serve.add_argument("version", nargs="?", help="a model version key (default: the current champion)")
+    serve.add_argument("--config", help="config YAML (default: $FINETUNE_PIPELINE_CONFIG or configs/demo.yaml)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: the config's serving.port)")
+    serve.set_defaults(func="serve:cmd_serve")
     backfill = sub.add_parser("backfill-evals", help="launch a Dagster backfill that re-evaluates model versions")
     backfill.add_argument("versions", nargs="*", help="version keys (default: every registered version)")
     backfill.add_argument("--config", help="config YAML the backfill's runs use (default: the code location's)")
