@@ -2,6 +2,7 @@
 
     python benchmarks/training.py            # SmolLM2-135M-Instruct, the sample data (~10 min on 2 cores)
     python benchmarks/training.py --quick    # the tiny random model (< 1 min)
+    python benchmarks/training.py --memory   # LoRA vs QLoRA peak RSS on SmolLM2 (~3 min on 2 cores)
 
 Variants (LoRA r=16 on all linear layers, batch 8, lr 1e-3, fp32, one process each):
 - seed: the seed recipe exactly: chat template text padded to max_length=2048
@@ -18,6 +19,11 @@ Variants (LoRA r=16 on all linear layers, batch 8, lr 1e-3, fp32, one process ea
   assistant-only labels; gradient checkpointing off and fp32 like the others
   (TRL's defaults turn both on; both measured slower on this CPU).
 - trl_packed (in the default run): TRL's BFD packing into rows of ~8 examples.
+
+--memory: LoRA (fp32 base) vs QLoRA (nf4 base, double quantisation, bf16
+compute, paged AdamW) with the same engine, grouped padding, a few steps each,
+each in its own process: peak RSS of that process and the bytes the model's
+weights and buffers hold when training starts, with their ratios.
 
 Each variant runs in its own process (so peak RSS is its own), time-boxed.
 Throughput is steady state: non-pad tokens / seconds over the optimizer steps
@@ -71,7 +77,10 @@ def meter_callback(time_box: float, min_steps: int):
                 return batch
             trainer.data_collator = counting
 
-        def on_train_begin(self, args, state, control, **kwargs):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            # What the model holds (4-bit weights count as their packed bytes).
+            tensors = [*model.parameters(), *model.buffers()] if model is not None else []
+            self.model_bytes = sum(t.numel() * t.element_size() for t in tensors)
             self.start = time.time()
             self._seen = state.num_input_tokens_seen
 
@@ -99,6 +108,7 @@ def meter_callback(time_box: float, min_steps: int):
                 "tokens_per_cpu_second": round(tokens / cpu, 2) if cpu else None,
                 "padding_fraction": round(1 - self.tokens / self.positions, 4) if self.positions else None,
                 "final_loss": round(losses[-1], 4) if losses else None,
+                "model_mb": round(getattr(self, "model_bytes", 0) / 2**20, 1),
             }
 
     return Meter()
@@ -203,11 +213,12 @@ VARIANTS = {
     "ours_gc": run_ours,  # with gradient checkpointing
     "ours_compile": run_ours,  # with torch.compile
     "ours_padded": run_ours,  # length-grouped dynamic padding (what packing: auto picks on CPU)
+    "ours_qlora": run_ours,  # the same on a 4-bit nf4 base (bitsandbytes, CPU or CUDA)
     "trl": run_trl,
     "trl_packed": lambda a, m: run_trl(a, m, packed=True),
 }
 OURS_OPTIONS = {"ours_gc": {"gradient_checkpointing": True}, "ours_compile": {"torch_compile": True},
-                "ours_padded": {"packing": False}}
+                "ours_padded": {"packing": False}, "ours_qlora": {"packing": False, "method": "qlora"}}
 
 
 def child(a) -> None:
@@ -232,9 +243,8 @@ def prepare_data(quick: bool, root: Path) -> tuple[str, str]:
     model = "tiny-random" if quick else "embedded:smollm2-135m-instruct"
     # The project's model cache, a scratch artifacts root: the benchmark registers no model version.
     cfg = load_config(DEFAULT_CONFIG, {"model": {"base_model": model}, "artifacts_root": str(root / "artifacts")})
-    quiet = lambda line: None  # noqa: E731
-    base = stages.base_model(cfg, log=quiet)
-    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg, log=quiet), base, log=quiet)
+    base = stages.base_model(cfg)
+    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
     return base.info["model_dir"], str(dataset.dir / "train.jsonl")
 
 
@@ -267,6 +277,35 @@ def combine(results: list[dict]) -> dict:
     return out
 
 
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").is_file() else str(os.getloadavg())
+
+
+def memory_comparison(a) -> int:
+    """LoRA vs QLoRA on SmolLM2 (or the tiny model with --quick): peak RSS and model bytes, each in its own process."""
+    steps, time_box = (3, 10) if a.quick else (3, 120)
+    print(f"machine: {os.cpu_count()} CPUs, /proc/loadavg: {loadavg()}")
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        root = Path(tmp)
+        model_dir, train_file = prepare_data(a.quick, root)
+        print(f"model: {model_dir}")
+        lora, qlora = (run_variant(name, a, model_dir, train_file, steps, time_box, root)
+                       for name in ("ours_padded", "ours_qlora"))
+    print(f"\n/proc/loadavg after: {loadavg()}\n")
+    print("| method | peak RSS MB | model weights + buffers MB | steps | final loss | load (1 min) |")
+    print("|---|---|---|---|---|---|")
+    for label, r in (("LoRA (fp32 base)", lora), ("QLoRA (nf4 base)", qlora)):
+        print(f"| {label} | {r['peak_rss_mb']} | {r['model_mb']} | {r['steps']} | {r['final_loss']} | "
+              f"{r['load'][0]}..{r['load'][1]} |")
+    summary = {"lora_peak_rss_mb": lora["peak_rss_mb"], "qlora_peak_rss_mb": qlora["peak_rss_mb"],
+               "qlora_vs_lora_peak_rss": round(qlora["peak_rss_mb"] / lora["peak_rss_mb"], 3),
+               "lora_model_mb": lora["model_mb"], "qlora_model_mb": qlora["model_mb"],
+               "qlora_vs_lora_model": round(qlora["model_mb"] / lora["model_mb"], 3), "loadavg": loadavg()}
+    print(f"\nQLoRA / LoRA: peak RSS x{summary['qlora_vs_lora_peak_rss']}, model x{summary['qlora_vs_lora_model']}")
+    print(json.dumps(summary))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the tiny random model, a few steps (< 1 min)")
@@ -274,6 +313,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds of the non-seed variants")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--min-steps", type=int, default=2)
+    p.add_argument("--memory", action="store_true", help="LoRA vs QLoRA peak RSS (SmolLM2; --quick: tiny model)")
     # internal: one variant in this process
     p.add_argument("--run-variant", help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -285,6 +325,8 @@ def main() -> int:
     if a.run_variant:
         child(a)
         return 0
+    if a.memory:
+        return memory_comparison(a)
 
     variants = (a.variants or ("seed,ours,trl" if a.quick else "seed,ours,trl,trl_packed,ours_padded")).split(",")
     rounds = a.rounds or (1 if a.quick else 2)
