@@ -17,7 +17,9 @@ from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.config import config_from_dict
 from finetune_pipeline.lib.evaluation.backends import BackendError, TransformersBackend, VllmBackend
 from finetune_pipeline.lib.evaluation.classification import allowed_outputs
+from finetune_pipeline.lib.evaluation.config import VllmConfig
 from finetune_pipeline.lib.evaluation.report import EvalReport
+from finetune_pipeline.lib.evaluation.vllm_backend import child_settings
 from finetune_pipeline.lib.models.serving_env import ENV_VAR, SETUP_HINT, serving_python
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.versions.registry import Registry
@@ -45,6 +47,20 @@ def test_child_failure_is_a_backend_error_with_its_stderr(monkeypatch, tiny_mode
     with pytest.raises(BackendError, match=r"vLLM failed to start \(exit 1\): ModuleNotFoundError: No module named "
                                            r"'vllm'(.|\n)*--- the end of its stderr ---\nTraceback"):
         VllmBackend(tiny_model_dir).generate(CONVERSATIONS, 4)
+
+
+def test_child_settings_follow_the_device(tiny_model_dir):
+    cpu = child_settings(tiny_model_dir, VllmConfig(), on_cuda=False)
+    # The transformers backend's precision on each device; eager on CPU (start-up), KV cache from the config.
+    assert cpu["llm"]["dtype"] == "float32" and cpu["llm"]["enforce_eager"] is True
+    assert cpu["env"] == {"VLLM_CPU_KVCACHE_SPACE": "1"} and "gpu_memory_utilization" not in cpu["llm"]
+    assert cpu["llm"]["max_model_len"] == 2048  # 4096 capped at the tiny model's own context
+    gpu = child_settings(tiny_model_dir, VllmConfig(gpu_memory_utilization=0.5), on_cuda=True)
+    assert gpu["llm"]["dtype"] == "bfloat16" and gpu["llm"]["enforce_eager"] is False
+    assert gpu["llm"]["gpu_memory_utilization"] == 0.5 and gpu["env"] == {}
+    chosen = child_settings(tiny_model_dir, VllmConfig(dtype="float32", enforce_eager=True, max_model_len=512), True)
+    assert (chosen["llm"]["dtype"], chosen["llm"]["enforce_eager"], chosen["llm"]["max_model_len"]) == \
+        ("float32", True, 512)
 
 
 @pytest.fixture(scope="module")
