@@ -66,7 +66,7 @@ Output: a human-readable table, then, as the LAST stdout line, one JSON object:
    "train_steps", "train_tokens_per_s", "mfu", "peak_gpu_memory_gb", "loss_check_passed",
    "loss_checks": [{"dtype", "attn_implementation", "padded_loss", "packed_loss", "diff", "tolerance",
                     "boundary_bug_diff", "passed", "verdict"}],
-   "generation_tokens_per_s", "generation", "skipped", "wall_seconds"}]}
+   "generation_tokens_per_s", "generation", "skipped", "error", "wall_seconds"}]}
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ import json
 import platform
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 
 import peft
@@ -84,15 +85,15 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from transformers import DataCollatorWithFlattening, LlamaConfig, LlamaForCausalLM
 
-SHAPES: dict[str, dict] = {
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab_size=1024, max_position_embeddings=2048),
-    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         intermediate_size=1536, vocab_size=49152, max_position_embeddings=8192,
-                         rope_theta=100000.0, rms_norm_eps=1e-5),
-    "llama-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                     intermediate_size=8192, vocab_size=128256, max_position_embeddings=131072,
-                     rope_theta=500000.0, rms_norm_eps=1e-5),
+SHAPES: dict[str, dict[str, float]] = {  # LlamaConfig fields
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 128, "vocab_size": 1024, "max_position_embeddings": 2048},
+    "smollm2-135m": {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
+                     "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152,
+                     "max_position_embeddings": 8192, "rope_theta": 100000.0, "rms_norm_eps": 1e-5},
+    "llama-1b": {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32,
+                 "num_key_value_heads": 8, "intermediate_size": 8192, "vocab_size": 128256,
+                 "max_position_embeddings": 131072, "rope_theta": 500000.0, "rms_norm_eps": 1e-5},
 }
 ALL_SHAPES = ["smollm2-135m", "llama-1b"]
 
@@ -156,6 +157,7 @@ class ShapeResult:
     generation_tokens_per_s: float | None = None
     generation: dict | None = None
     skipped: list[str] = field(default_factory=list)
+    error: str | None = None  # what stopped this shape early (e.g. out of GPU memory); later shapes still run
     wall_seconds: float = 0.0
 
 
@@ -260,12 +262,15 @@ def build_model(shape: str, dtype: torch.dtype, attn: str, device: torch.device,
 
 
 def build_with_fallback(shape, dtype, candidates, note, device, seed) -> tuple[LlamaForCausalLM, str, str]:
-    """The first attention implementation that loads; says why when it falls back."""
+    """The first attention implementation that loads and runs a packed row; says why when it falls back."""
     for attn in candidates:
         try:
-            return build_model(shape, dtype, attn, device, seed), attn, note
+            model = build_model(shape, dtype, attn, device, seed)
+            with torch.no_grad():  # a kernel can import yet fail on this GPU: find out before the real work
+                model(**packed_row([[1, 2, 3], [4, 5]], device), use_cache=False)
+            return model, attn, note
         except (ImportError, ValueError, RuntimeError) as error:
-            note = f"{attn} failed to load ({str(error).splitlines()[0][:120]}); "
+            note = f"{attn} failed ({str(error).splitlines()[0][:120]}), fell back"
     raise SystemExit(f"--attn: none of {candidates} loads: {note}")
 
 
@@ -487,7 +492,7 @@ def print_table(results: list[ShapeResult]) -> None:
     for label, cell in rows:
         print("".join(c.ljust(w) for c, w in zip([label, *(cell(r) for r in results)], widths)))
     for r in results:
-        for note in [r.attn_note, *r.skipped]:
+        for note in [r.attn_note, *r.skipped, *([f"ERROR {r.error}"] if r.error else [])]:
             print(f"{r.shape}: {note}")
 
 
@@ -522,9 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for index, shape in enumerate(shapes):
         phases_after = 1 + 2 * (len(shapes) - index - 1)  # this shape's generation, later shapes' two phases
-        results.append(run_shape(shape, args, device, budget, phases_after))
+        try:
+            results.append(run_shape(shape, args, device, budget, phases_after))
+        except Exception as error:  # noqa: BLE001 - a lent GPU is one-shot: keep the other shape's figures
+            traceback.print_exc()
+            results.append(ShapeResult(shape, 0, "", "", "", 0, error=f"{type(error).__name__}: {error}"[:500]))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     print_table(results)
-    passed = all(r.loss_check_passed for r in results)
+    passed = all(r.loss_check_passed and r.error is None for r in results)
     summary = {
         "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
         "transformers": transformers.__version__, "peft": peft.__version__, "cuda": torch.version.cuda,
