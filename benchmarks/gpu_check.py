@@ -270,7 +270,7 @@ def build_with_fallback(shape, dtype, candidates, note, device, seed) -> tuple[L
                 model(**packed_row([[1, 2, 3], [4, 5]], device), use_cache=False)
             return model, attn, note
         except (ImportError, ValueError, RuntimeError) as error:
-            note = f"{attn} failed ({str(error).splitlines()[0][:120]}), fell back"
+            note = f"{attn} failed ({str(error).splitlines()[0][:200]}), fell back"
     raise SystemExit(f"--attn: none of {candidates} loads: {note}")
 
 
