@@ -436,7 +436,7 @@ def run_shape(shape: str, args, device: torch.device, budget: Budget, phases_aft
     if dtype == torch.bfloat16:
         result.loss_checks.append(loss_check(model, attn, model.config.vocab_size, device, args.seed))
     else:
-        result.skipped.append("bf16 loss check: bf16 unsupported here")
+        result.skipped.append(f"bf16 loss check: training runs in fp32 ({dtype_note})")
     result.loss_checks.append(fp32_loss_check(shape, device, args.seed))
     result.loss_check_passed = all(check.passed for check in result.loss_checks)
     for check in result.loss_checks:
