@@ -1,4 +1,5 @@
-"""Costs by device: a recorded device -> its price key, training cost from lineage, inference cost per 1,000 requests."""
+"""Costs by device: a recorded device -> its price key, training cost from lineage, inference cost per 1,000
+requests."""
 
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def _report(backend: str, device: DeviceInfo | None) -> EvalReport:
 
 
 def test_inference_cost_behind_an_endpoint_is_unknown_unless_costs_endpoint_device_says(tmp_path):
-    local = ModelVersion(key="lora-abc", kind="lora_merged", weights="/m", artifact={"asset": "merged_model", "key": "k"})
+    local = ModelVersion(key="lora-abc", kind="lora_merged", weights="/m",
+                         artifact={"asset": "merged_model", "key": "k"})
     remote = ModelVersion(key="openai-x", kind="openai", remote_id="ft:gpt-4o-mini:x")
     unset = config_from_dict({}, tmp_path)
     assert "costs.endpoint_device" in version_inference_cost(unset, local, _report("openai", None)).note

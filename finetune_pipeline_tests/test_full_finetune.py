@@ -8,10 +8,12 @@ import pytest
 
 from finetune_pipeline.definitions import defs
 from finetune_pipeline.lib import stages
-from finetune_pipeline.lib.config import load_config
+from finetune_pipeline.lib.config import config_from_dict, load_config
 from finetune_pipeline.lib.models.device import describe_device
 from finetune_pipeline.lib.stages.promotion import retrain_check
+from finetune_pipeline.lib.versions import kinds
 from finetune_pipeline.lib.versions.leaderboard import Leaderboard
+from finetune_pipeline.lib.versions.version import ArtifactAddress
 from finetune_pipeline_tests.helpers import SAMPLE_RAW, TRAIN_AND_MERGE, materialized, write_config
 
 
@@ -78,3 +80,21 @@ def test_full_fine_tune_is_a_version_on_the_leaderboard_and_can_be_champion(tmp_
 def _artifact_key(instance, asset: str) -> str:
     event = instance.get_latest_materialization_event(dg.AssetKey(asset))
     return event.asset_materialization.metadata["artifact_key"].value
+
+
+def test_full_version_is_priced_from_its_training_lineage_and_served_whole(tmp_path):
+    cfg = config_from_dict({"artifacts_root": str(tmp_path / "artifacts"), "serving": {"mode": "lora"},
+                            "costs": {"hourly_usd": {"cpu": 0.1, "h100": 4.0}}}, tmp_path)
+    device = {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "count": 2}
+    with stages.store(cfg).write("lora_adapter", "t1", inputs=[], config={}, code_version="2") as out:
+        out.info.update({"method": "full", "train_seconds": 900, "tokens_seen": 5000, "device": device})
+    version = stages.registry(cfg).register("full-t1", "full", weights=".",
+                                            artifact=ArtifactAddress(asset="lora_adapter", key="t1"))
+    cost = kinds.get("full").training_cost(version, stages.store(cfg), cfg.costs)
+    assert cost.cost_usd == pytest.approx(0.25 * 2 * 4.0) and cost.device == "NVIDIA H100 80GB HBM3 x2"
+    spec = kinds.get("full").serving_spec(version, stages.store(cfg), cfg.serving)
+    assert str(stages.store(cfg).dir("lora_adapter", "t1")) in spec.vllm_command
+    assert "--enable-lora" not in spec.vllm_command
+    assert "does not apply to a full fine-tune" in spec.note
+    with pytest.raises(ValueError, match="a full version needs the path of its weights"):
+        stages.registry(cfg).register("full-t2", "full")

@@ -111,7 +111,8 @@ def hourly_price(device: DeviceInfo | str, costs: "CostConfig") -> float:
     if isinstance(device, str):
         if device in costs.hourly_usd:
             return costs.hourly_usd[device]
-        raise UnknownPriceError(f"device {device!r} has no price in costs.hourly_usd (known: {sorted(costs.hourly_usd)})")
+        raise UnknownPriceError(f"device {device!r} has no price in costs.hourly_usd "
+                                f"(known: {sorted(costs.hourly_usd)})")
     key = price_key(device, costs.hourly_usd)
     if key is None:
         raise UnknownPriceError(f"{device.type} device {device.name!r} has no price in costs.hourly_usd (tried "
