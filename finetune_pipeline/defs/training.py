@@ -17,6 +17,7 @@ from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.training.engine import child_command
 from finetune_pipeline.lib.training.pod import pod_run_args
 from finetune_pipeline.lib.training.spec import TrainSpec
+from finetune_pipeline.lib.versions.costs import recorded_device
 
 MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")
 
@@ -66,6 +67,11 @@ def _training_metadata(info: dict) -> dict:
     keys = ("method", "packing", "train_loss", "final_loss", "eval_loss", "best_step", "stopped_early", "steps",
             "resumed_from_step", "num_processes", "general_examples", "tokens_seen", "train_seconds")
     metadata = {k: info[k] for k in keys if info.get(k) is not None}
+    device = recorded_device(info.get("device"))  # what the leaderboard prices the training by
+    if device is not None:
+        metadata["device"] = device if isinstance(device, str) else device.label()
+    if info.get("dtype"):
+        metadata["dtype"] = info["dtype"]
     if info.get("tokens_per_second") is not None:
         metadata["tokens_per_second"] = dg.MetadataValue.float(float(info["tokens_per_second"]))
         metadata["throughput"] = f"{info['tokens_per_second']:,.0f} non-pad tokens/s"
