@@ -74,7 +74,7 @@ WRONG = [
      "eval.openai.api_key_env must be the name of an environment variable (letters, digits and _), not the key "
      "itself"),
     ("an unknown key holding a secret", f"train:\n  api_token: {SECRET}\n",
-     "train has unknown field(s) ['api_token']; known: batch_size, early_stopping_patience, epochs,"),
+     "train has unknown field(s) ['api_token']; known: attn_implementation, batch_size, early_stopping_patience, epochs,"),
     ("a misspelt section", "trian:\n  epochs: 2\n",
      "the config has unknown field(s) ['trian']; known: artifacts_mirror,"),
     ("base_dir is not the file's to say", "base_dir: /elsewhere\n", "base_dir is not a config field"),

@@ -6,11 +6,12 @@ CODE_VERSIONS = {
     "raw_examples": "2",  # 2: parse errors carry a rule name; per-line UTF-8; csv module
     "base_model": "1",
     "training_dataset": "2",  # 2: conflicting labels quarantine the whole group
-    "lora_adapter": "2",  # 2: padding-free engine, checkpoints, methods, general mix
-    "merged_model": "1",
+    "lora_adapter": "3",  # 2: padding-free engine, checkpoints, methods, general mix; 3: QLoRA anywhere, device/dtype in info
+    "merged_model": "2",  # 2: saved in the training dtype; a full fine-tune is a record, not a merge
     "eval_set": "1",
-    "model_eval": "3",  # 2: eval set artifact, backend in the recipe; 3: the report keeps its confusion matrices
-    "leaderboard": "1",
-    "serving_spec": "1",
+    "model_eval": "4",  # 2: eval set artifact, backend in the recipe; 3: the report keeps its confusion matrices;
+    # 4: the report records the device that generated (inference cost)
+    "leaderboard": "2",  # 2: costs by recorded device, inference cost per 1,000 requests
+    "serving_spec": "2",  # 2: the serving environment's vLLM server, --tensor-parallel-size, CPU env
     "openai_fine_tuned_model": "1",
 }

@@ -64,9 +64,6 @@ def require_bitsandbytes(method: str) -> None:
                            "pip install -e .), and it is not importable here")
 
 
-# The old name, until test_collate_and_train.py (another owner's file) stops importing it.
-require_cuda_for = require_bitsandbytes
-
 
 def child_command(python: str, spec_path: Path | str, tc: TrainConfig) -> list[str]:
     """The command that runs the training child: one process, or N under torchrun / accelerate launch."""
