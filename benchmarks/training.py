@@ -56,6 +56,26 @@ SEED_MAX_LENGTH = 2048
 
 # --- measuring ----------------------------------------------------------------
 
+def rss_mb(field: str = "VmRSS") -> float | None:
+    """This process's resident memory now (VmRSS) or at its peak since the last reset (VmHWM), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Start VmHWM again from the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def meter_callback(time_box: float, min_steps: int):
     """Times optimizer steps and their non-pad tokens; stops the run at the time box."""
     from transformers import TrainerCallback
@@ -81,6 +101,11 @@ def meter_callback(time_box: float, min_steps: int):
             # What the model holds (4-bit weights count as their packed bytes).
             tensors = [*model.parameters(), *model.buffers()] if model is not None else []
             self.model_bytes = sum(t.numel() * t.element_size() for t in tensors)
+            # Loading a 4-bit base reads the whole fp32 checkpoint (file-backed pages, counted in RSS while
+            # mapped) before quantising it: a transient of the load, not what training holds. So the peak
+            # of the training steps alone is measured too, and what the model holds once every weight has
+            # been read (an fp32 base is mapped lazily: right after the load most of it is not resident yet).
+            self.peak_reset = reset_peak_rss()
             self.start = time.time()
             self._seen = state.num_input_tokens_seen
 
@@ -89,6 +114,8 @@ def meter_callback(time_box: float, min_steps: int):
 
         def on_step_end(self, args, state, control, **kwargs):
             # num_input_tokens_seen counts non-pad tokens (attention mask, or every token of a padding-free row).
+            if not self.steps:  # every weight has been read once: what the loaded model holds now
+                self.rss_after_first_step = rss_mb()
             self.steps.append((time.time() - self._t, time.process_time() - self._cpu,
                                state.num_input_tokens_seen - self._seen))
             self._seen = state.num_input_tokens_seen
@@ -109,6 +136,8 @@ def meter_callback(time_box: float, min_steps: int):
                 "padding_fraction": round(1 - self.tokens / self.positions, 4) if self.positions else None,
                 "final_loss": round(losses[-1], 4) if losses else None,
                 "model_mb": round(getattr(self, "model_bytes", 0) / 2**20, 1),
+                "rss_after_first_step_mb": getattr(self, "rss_after_first_step", None),
+                "train_peak_rss_mb": rss_mb("VmHWM") if getattr(self, "peak_reset", False) else None,
             }
 
     return Meter()
@@ -228,7 +257,16 @@ def child(a) -> None:
     # "ours" is the padding-free engine whatever the machine (auto would pick grouped padding on CPU).
     a.ours_options = OURS_OPTIONS.get(a.run_variant, {"packing": True} if a.run_variant == "ours" else {})
     load_before = os.getloadavg()[0]
+    if a.run_variant == "ours_padded" or a.run_variant == "ours_qlora":
+        # Both sides of the memory comparison import the same libraries before the model is loaded,
+        # so "base held" (RSS after load - RSS before) is the model's memory, not bitsandbytes' code.
+        import bitsandbytes  # noqa: F401
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+    rss_before_load = rss_mb()
     result = VARIANTS[a.run_variant](a, meter_callback(a.time_box, a.min_steps))
+    if result.get("rss_after_first_step_mb") is not None and rss_before_load is not None:
+        result["base_held_mb"] = round(result["rss_after_first_step_mb"] - rss_before_load, 1)
     result.update(variant=a.run_variant, peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                   load=[round(load_before, 1), round(os.getloadavg()[0], 1)])
     print("RESULT " + json.dumps(result), flush=True)
@@ -292,16 +330,28 @@ def memory_comparison(a) -> int:
         lora, qlora = (run_variant(name, a, model_dir, train_file, steps, time_box, root)
                        for name in ("ours_padded", "ours_qlora"))
     print(f"\n/proc/loadavg after: {loadavg()}\n")
-    print("| method | peak RSS MB | model weights + buffers MB | steps | final loss | load (1 min) |")
-    print("|---|---|---|---|---|---|")
+    print("| method | peak RSS MB (whole run) | RSS held by the model after step 1 MB | peak RSS of the training steps MB "
+          "| model weights + buffers MB | steps | final loss | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, r in (("LoRA (fp32 base)", lora), ("QLoRA (nf4 base)", qlora)):
-        print(f"| {label} | {r['peak_rss_mb']} | {r['model_mb']} | {r['steps']} | {r['final_loss']} | "
-              f"{r['load'][0]}..{r['load'][1]} |")
+        print(f"| {label} | {r['peak_rss_mb']} | {r.get('base_held_mb')} | {r.get('train_peak_rss_mb')} | "
+              f"{r['model_mb']} | {r['steps']} | {r['final_loss']} | {r['load'][0]}..{r['load'][1]} |")
+
+    def ratio(key: str) -> float | None:
+        return round(qlora[key] / lora[key], 3) if qlora.get(key) and lora.get(key) else None
+
     summary = {"lora_peak_rss_mb": lora["peak_rss_mb"], "qlora_peak_rss_mb": qlora["peak_rss_mb"],
-               "qlora_vs_lora_peak_rss": round(qlora["peak_rss_mb"] / lora["peak_rss_mb"], 3),
+               "qlora_vs_lora_peak_rss": ratio("peak_rss_mb"),
+               "lora_base_held_mb": lora.get("base_held_mb"), "qlora_base_held_mb": qlora.get("base_held_mb"),
+               "qlora_vs_lora_base_held": ratio("base_held_mb"),
+               "lora_train_peak_rss_mb": lora.get("train_peak_rss_mb"),
+               "qlora_train_peak_rss_mb": qlora.get("train_peak_rss_mb"),
+               "qlora_vs_lora_train_peak_rss": ratio("train_peak_rss_mb"),
                "lora_model_mb": lora["model_mb"], "qlora_model_mb": qlora["model_mb"],
                "qlora_vs_lora_model": round(qlora["model_mb"] / lora["model_mb"], 3), "loadavg": loadavg()}
-    print(f"\nQLoRA / LoRA: peak RSS x{summary['qlora_vs_lora_peak_rss']}, model x{summary['qlora_vs_lora_model']}")
+    print(f"\nQLoRA / LoRA: peak RSS x{summary['qlora_vs_lora_peak_rss']}, base held x"
+          f"{summary['qlora_vs_lora_base_held']}, training-step peak x{summary['qlora_vs_lora_train_peak_rss']}, "
+          f"model x{summary['qlora_vs_lora_model']}")
     print(json.dumps(summary))
     return 0
 
