@@ -89,10 +89,12 @@ def test_qlora_on_cuda_places_the_4bit_base_on_this_ranks_gpu_with_the_configure
                               "optim": "paged_adamw_32bit"}
 
 
-def test_qlora_on_cpu_loads_on_the_cpu_in_fp32_without_autocast():
+def test_qlora_on_cpu_loads_on_the_cpu_without_autocast_its_unquantised_weights_in_the_compute_dtype():
     p = _precision("qlora", on_cuda=False)
     kwargs = p.load_kwargs("qlora", TrainConfig().qlora, 0)
-    assert kwargs["device_map"] == "cpu" and kwargs["dtype"] == torch.float32 and kwargs["attn_implementation"] == "sdpa"
+    # bf16 copies of the unquantised weights free the checkpoint's mapping (prepare_model_for_kbit_training
+    # then casts them to fp32); the adapters train in fp32, with no autocast.
+    assert kwargs["device_map"] == "cpu" and kwargs["dtype"] == torch.bfloat16 and kwargs["attn_implementation"] == "sdpa"
     assert p.training_args("qlora", TrainConfig().qlora) == {"use_cpu": True, "bf16": False,
                                                              "optim": "paged_adamw_32bit"}
 

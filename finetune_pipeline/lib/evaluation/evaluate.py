@@ -81,8 +81,8 @@ def _classify(backend: EvalBackend, conversations: list[list[dict]], expected: l
     if c.constrained:
         generate = getattr(backend, "generate_constrained", None)
         if generate is None:
-            part.notes.append(f"constrained generation needs eval.backend transformers; {backend.name} has none, "
-                              "so only free generation is reported")
+            part.notes.append(f"constrained generation needs eval.backend transformers or vllm; {backend.name} has "
+                              "none, so only free generation is reported")
         else:
             log.info("constrained generation over %d labels", len(c.labels))
             started = time.time()

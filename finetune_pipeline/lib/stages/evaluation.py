@@ -29,7 +29,8 @@ def backend_for(cfg: PipelineConfig, version: ModelVersion, artifacts: ArtifactS
     """
     if kinds.get(version.kind).remote:
         return make_backend(cfg.eval, version.key, remote_id=version.remote_id or "")
-    return make_backend(cfg.eval, version.key, weights=version.weights_dir(artifacts or store(cfg), pull=False))
+    return make_backend(cfg.eval, version.key, weights=version.weights_dir(artifacts or store(cfg), pull=False),
+                        dtype=cfg.model.dtype)
 
 
 def _recipe(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, eval_set_ref: ArtifactRef
