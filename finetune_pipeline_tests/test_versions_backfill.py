@@ -35,6 +35,7 @@ from finetune_pipeline import cli
 from finetune_pipeline.definitions import defs
 from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib import PROJECT_ROOT
+from finetune_pipeline.lib.models.device import describe_device
 from finetune_pipeline.lib.versions.promotion import PromotionStore
 from finetune_pipeline_tests.helpers import TRAIN_AND_MERGE, materialized, seed_row, write_jsonl
 from finetune_pipeline_tests.local_servers import free_port, start_group, stop_group, wait_until
@@ -194,9 +195,10 @@ def test_backfill_evaluates_every_version_and_leaderboard_ranks_them(evaluated, 
     assert rows[versions.base]["cost_usd"] == 0.0 and rows[versions.base]["tokens_trained"] == 0
     for key in (versions.lora_a, versions.lora_b):
         assert rows[key]["tokens_trained"] > 0 and rows[key]["train_seconds"] > 0
-        cfg = versions.cfg()
+        # Trained on this machine's CPU, as the adapter's lineage records: priced at the cpu rate.
+        assert rows[key]["device"] == describe_device(1).name
         assert rows[key]["cost_usd"] == pytest.approx(
-            rows[key]["train_seconds"] / 3600 * cfg.costs.hourly_usd[cfg.costs.device], abs=1e-6)
+            rows[key]["train_seconds"] / 3600 * versions.cfg().costs.hourly_usd["cpu"], abs=1e-6)
 
     # First champion: the best version whose blocking checks passed.
     champion_meta = _latest(instance, "champion").metadata
