@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from finetune_pipeline.lib.config import load_config
@@ -39,6 +40,15 @@ def tiny_lm(tiny_model_dir):
 @pytest.fixture(scope="session")
 def tokenizer(tiny_model_dir):
     return load_tokenizer(tiny_model_dir)
+
+
+# A real Dagster instance in a temporary DAGSTER_HOME, for the tests that materialize the graph.
+@pytest.fixture
+def instance(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+        yield inst
 
 
 @pytest.fixture

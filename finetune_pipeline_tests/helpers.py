@@ -64,3 +64,13 @@ def materialized(result) -> list[str]:
     """
     return sorted(e.asset_key.to_user_string() + (f"[{e.partition}]" if e.partition else "")
                   for e in result.get_asset_materialization_events())
+
+
+def latest_materialization(instance, asset: str, partition: str | None = None):
+    """The newest materialization of `asset` (of one partition) in a Dagster instance, or None."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+        limit=1).records
+    return records[0].asset_materialization if records else None

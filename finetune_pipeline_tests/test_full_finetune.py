@@ -17,14 +17,6 @@ from finetune_pipeline.lib.versions.version import ArtifactAddress
 from finetune_pipeline_tests.helpers import SAMPLE_RAW, TRAIN_AND_MERGE, materialized, write_config
 
 
-@pytest.fixture
-def instance(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
-        yield inst
-
-
 @pytest.mark.slow
 def test_full_fine_tune_is_a_version_on_the_leaderboard_and_can_be_champion(tmp_path, monkeypatch, instance):
     config_path = write_config(tmp_path, SAMPLE_RAW, train={"method": "full", "max_steps": 2, "eval_steps": 2},

@@ -13,24 +13,14 @@ from finetune_pipeline.lib.config import load_config
 from finetune_pipeline_tests.helpers import (
     SAMPLE_RAW,
     TRAIN_AND_MERGE,
+    latest_materialization,
     materialized,
     write_config,
 )
 
 
-@pytest.fixture
-def instance(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
-        yield inst
-
-
 def _materialization(instance, asset: str, partition: str | None = None):
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
-        limit=1).records
-    return records[0].asset_materialization
+    return latest_materialization(instance, asset, partition)
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ import json
 import math
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from finetune_pipeline.definitions import defs
@@ -21,25 +20,22 @@ from finetune_pipeline.lib.models.merge import merge_adapter
 from finetune_pipeline.lib.training.config import TrainConfig
 from finetune_pipeline.lib.training.engine import train_model
 from finetune_pipeline.lib.training.spec import TrainSpec
-from finetune_pipeline_tests.helpers import MODEL_CACHE, SAMPLE_RAW, TRAIN_AND_MERGE, materialized, write_config
+from finetune_pipeline_tests.helpers import (
+    MODEL_CACHE,
+    SAMPLE_RAW,
+    TRAIN_AND_MERGE,
+    latest_materialization,
+    materialized,
+    write_config,
+)
 from finetune_pipeline_tests.test_training_engine_methods import _chat
 
 pytestmark = pytest.mark.slow
 QLORA = {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16", "optim": "paged_adamw_32bit"}
 
 
-@pytest.fixture
-def instance(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
-        yield inst
-
-
 def _latest(instance, asset: str, partition: str | None = None):
-    return instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
-        limit=1).records[0].asset_materialization.metadata
+    return latest_materialization(instance, asset, partition).metadata
 
 
 def test_qlora_on_the_tiny_model_through_dagster_adapter_merged_eval(tmp_path, monkeypatch, instance):

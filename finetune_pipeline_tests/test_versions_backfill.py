@@ -37,7 +37,13 @@ from finetune_pipeline.defs.settings import PipelineSettings
 from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.models.device import describe_device
 from finetune_pipeline.lib.versions.promotion import PromotionStore
-from finetune_pipeline_tests.helpers import TRAIN_AND_MERGE, materialized, seed_row, write_jsonl
+from finetune_pipeline_tests.helpers import (
+    TRAIN_AND_MERGE,
+    latest_materialization,
+    materialized,
+    seed_row,
+    write_jsonl,
+)
 from finetune_pipeline_tests.local_servers import free_port, start_group, stop_group, wait_until
 
 # The three_versions fixture (two trainings), a real webserver and backfills.
@@ -147,10 +153,7 @@ query { partitionBackfillsOrError { __typename ... on PartitionBackfills {
 
 
 def _latest(instance, asset: str, partition: str | None = None):
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
-        limit=1).records
-    return records[0].asset_materialization if records else None
+    return latest_materialization(instance, asset, partition)
 
 
 def test_backfill_evaluates_every_version_and_leaderboard_ranks_them(evaluated, three_versions):

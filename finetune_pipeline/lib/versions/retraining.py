@@ -39,26 +39,34 @@ class RetrainCheck:
 
 
 def trained_from_merged(version: "ModelVersion", store: "ArtifactStore") -> TrainedFrom | None:
-    """merged_model <- lora_adapter <- (training_dataset <- raw_examples, base_model), read from their lineage."""
-    def lineage(asset: str, key: str) -> dict[str, Any]:
-        found = store.lineage(asset, key)
-        if found is None:
-            raise FileNotFoundError(f"{version.key}: the lineage of {asset}/{key} is gone")
-        return found
-
-    def inputs_of(lineage_: dict[str, Any]) -> dict[str, str]:
-        return {i["asset"]: i["key"] for i in lineage_.get("inputs", []) if i.get("asset") and i.get("key")}
-
+    """merged_model <- lora_adapter <- ..., read from their lineage."""
     merged = version.lineage(store)
     if merged is None:
         return None
-    adapter = lineage("lora_adapter", inputs_of(merged)["lora_adapter"])
-    dataset = lineage("training_dataset", inputs_of(adapter)["training_dataset"])
-    base = lineage("base_model", inputs_of(adapter)["base_model"])
-    raw = lineage("raw_examples", inputs_of(dataset)["raw_examples"])
+    adapter = _lineage(store, version, "lora_adapter", _inputs(merged)["lora_adapter"])
+    return trained_from_training(version, store, adapter, created_at=merged.get("created_at", ""))
+
+
+def trained_from_training(version: "ModelVersion", store: "ArtifactStore", trained: dict[str, Any],
+                          created_at: str | None = None) -> TrainedFrom:
+    """lora_adapter (its lineage `trained`) <- (training_dataset <- raw_examples, base_model)."""
+    dataset = _lineage(store, version, "training_dataset", _inputs(trained)["training_dataset"])
+    base = _lineage(store, version, "base_model", _inputs(trained)["base_model"])
+    raw = _lineage(store, version, "raw_examples", _inputs(dataset)["raw_examples"])
     files = {i["path"]: i["sha256"] for i in raw.get("inputs", []) if "sha256" in i}
-    return TrainedFrom(files, {"data": dataset["config"], "model": base["config"], "train": adapter["config"]},
-                       merged.get("created_at", ""))
+    return TrainedFrom(files, {"data": dataset["config"], "model": base["config"], "train": trained["config"]},
+                       trained.get("created_at", "") if created_at is None else created_at)
+
+
+def _lineage(store: "ArtifactStore", version: "ModelVersion", asset: str, key: str) -> dict[str, Any]:
+    found = store.lineage(asset, key)
+    if found is None:
+        raise FileNotFoundError(f"{version.key}: the lineage of {asset}/{key} is gone")
+    return found
+
+
+def _inputs(lineage: dict[str, Any]) -> dict[str, str]:
+    return {i["asset"]: i["key"] for i in lineage.get("inputs", []) if i.get("asset") and i.get("key")}
 
 
 def compare(now: TrainedFrom, last: "ModelVersion | None", then: TrainedFrom | None) -> RetrainCheck:

@@ -8,11 +8,11 @@ It is evaluated and served like a merged LoRA model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune_pipeline.lib.versions.costs import VersionCost, training_cost
 from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
-from finetune_pipeline.lib.versions.retraining import TrainedFrom
+from finetune_pipeline.lib.versions.retraining import TrainedFrom, trained_from_training
 
 if TYPE_CHECKING:
     from finetune_pipeline.lib.storage.artifacts import ArtifactStore
@@ -35,31 +35,13 @@ class FullKind(LocalWeightsKind):
     def trained_from(self, version: "ModelVersion", store: "ArtifactStore") -> TrainedFrom | None:
         """lora_adapter <- (training_dataset <- raw_examples, base_model), read from their lineage."""
         trained = version.lineage(store)
-        if trained is None:
-            return None
-        dataset = _lineage(store, version, "training_dataset", _inputs(trained)["training_dataset"])
-        base = _lineage(store, version, "base_model", _inputs(trained)["base_model"])
-        raw = _lineage(store, version, "raw_examples", _inputs(dataset)["raw_examples"])
-        files = {i["path"]: i["sha256"] for i in raw.get("inputs", []) if "sha256" in i}
-        return TrainedFrom(files, {"data": dataset["config"], "model": base["config"], "train": trained["config"]},
-                           trained.get("created_at", ""))
+        return None if trained is None else trained_from_training(version, store, trained)
 
     def serving_spec(self, version: "ModelVersion", store: "ArtifactStore", serving: "ServingConfig") -> "ServingSpec":
         spec = super().serving_spec(version, store, serving)
         if serving.mode == "lora":  # there is no adapter to serve as a LoRA module
             spec.note = "serving.mode lora does not apply to a full fine-tune: it is served as a whole model"
         return spec
-
-
-def _lineage(store: "ArtifactStore", version: "ModelVersion", asset: str, key: str) -> dict[str, Any]:
-    found = store.lineage(asset, key)
-    if found is None:
-        raise FileNotFoundError(f"{version.key}: the lineage of {asset}/{key} is gone")
-    return found
-
-
-def _inputs(lineage: dict[str, Any]) -> dict[str, str]:
-    return {i["asset"]: i["key"] for i in lineage.get("inputs", []) if i.get("asset") and i.get("key")}
 
 
 KIND = FullKind()
