@@ -30,11 +30,9 @@ from finetune_pipeline.lib.evaluation.report import read_predictions
 from finetune_pipeline.lib.models.serving_env import SETUP_HINT, serving_python
 from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(serving_python() is None,
-                       reason=f"needs the vLLM serving environment .venv-serve, which `{SETUP_HINT}` makes"),
-]
+NEEDS_SERVING_ENV = pytest.mark.skipif(
+    serving_python() is None, reason=f"needs the vLLM serving environment .venv-serve, which `{SETUP_HINT}` makes")
+CLI = str(Path(sys.executable).parent / "finetune-pipeline")
 
 READY_TIMEOUT_S = 600
 # fp32 as the in-process eval computes, and no torch.compile warm-up (~2 min of a CPU start-up).
@@ -86,6 +84,8 @@ def _until(lines: queue.Queue, pattern: str, seen: list[str]) -> re.Match:
     raise AssertionError(f"no line matching {pattern!r} in {READY_TIMEOUT_S}s:\n{''.join(seen)[-3000:]}")
 
 
+@pytest.mark.slow
+@NEEDS_SERVING_ENV
 @pytest.mark.timeout(1200)
 def test_serve_answers_like_in_process_eval_and_stops_on_ctrl_c(tiny_model_dir, tmp_path):
     base = _tiny_head32(tiny_model_dir, tmp_path / "tiny-head32")
@@ -102,7 +102,7 @@ def test_serve_answers_like_in_process_eval_and_stops_on_ctrl_c(tiny_model_dir, 
     assert expected.info["backend"]["backend"] == "transformers"
 
     port = _free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "finetune-pipeline"), "serve", version,
+    proc = subprocess.Popen([CLI, "serve", version,
                              "--config", str(config), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
@@ -133,3 +133,42 @@ def test_serve_answers_like_in_process_eval_and_stops_on_ctrl_c(tiny_model_dir, 
     for name, value in expected.info["metrics"].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             assert abs(served.info["metrics"][name] - value) <= 1 / len(want) + 1e-9, name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_without_a_serving_environment_serve_falls_back_to_transformers_serve_and_says_so(tmp_path):
+    config = write_config(tmp_path, SAMPLE_RAW)
+    version = stages.base_model(load_config(config)).info["version_key"]  # the base model is a version too
+    port = _free_port()
+    env = {**os.environ, "FINETUNE_PIPELINE_SERVE_PYTHON": str(tmp_path / "no-such-python")}
+    proc = subprocess.Popen([CLI, "serve", version, "--config", str(config), "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        lines = _lines(proc)
+        url, model = _until(lines, r"^ready: (http://127\.0\.0\.1:\d+/v1)  \(model: (.+)\)$", seen).groups()
+        import openai
+
+        with openai.OpenAI(base_url=url, api_key="not-needed") as client:
+            reply = client.chat.completions.create(model=model, temperature=0, max_completion_tokens=4,
+                                                   messages=[{"role": "user", "content": "Hello"}])
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, "".join(seen)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = "".join(seen)
+    assert "no serving environment (vLLM) on this machine" in said and "transformers serve" in said
+    assert reply.choices[0].message.content is not None
+    assert not _port_open(port)
+
+
+def test_serve_without_a_champion_or_with_an_unknown_version_is_one_line_and_exit_2(tmp_path):
+    config = write_config(tmp_path, SAMPLE_RAW)
+    for args, message in (([], "no champion yet"), (["no-such-version"], "no-such-version")):
+        proc = subprocess.run([CLI, "serve", *args, "--config", str(config)], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("finetune-pipeline serve: error: ")
