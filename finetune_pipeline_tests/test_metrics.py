@@ -135,3 +135,14 @@ def test_every_reported_name_is_known():
                       Classification("c", ["a", "b"], constrained=['{"c": "a"}', '{"c": "b"}']))
     names = [n for n in scores(answers) if n != "n"]
     assert len(names) == 9 and all(known_metric(n) for n in names)
+
+
+def test_metrics_table_prints_the_same_columns_for_a_fresh_report_and_one_read_back_with_sorted_keys():
+    from finetune_pipeline.lib.reporting.markdown import metrics_table
+
+    fresh = {"exact_match": 0.4, "valid_json": 1.0, "accuracy/category": 0.86, "accuracy/priority": 0.52, "n": 71}
+    read_back = dict(sorted(fresh.items()))  # lineage.json is written with sorted keys
+    assert list(read_back) != list(fresh)
+    table = metrics_table({"v": fresh})
+    assert table == metrics_table({"v": read_back})
+    assert table.splitlines()[0] == "| version | exact_match | valid_json | accuracy/category | accuracy/priority | n |"

@@ -28,11 +28,19 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], max_
     return "\n".join(lines)
 
 
+HEADLINE_METRICS = ("exact_match", "valid_json")
+
+
 def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None) -> str:
-    """{version: {metric: value}} as a table; by default the first row's metrics, with `n` last."""
+    """{version: {metric: value}} as a table; by default every row's metrics in one fixed order.
+
+    The fixed order (the headline metrics, then the rest by name, `n` last) keeps a fresh report and
+    the same report read back from its lineage (JSON with sorted keys) printing the same columns.
+    """
     if metrics is None:
-        first = next(iter(rows.values()), {})
-        metrics = [k for k in first if k != "n"] + (["n"] if "n" in first else [])
+        names = {k for values in rows.values() for k in values}
+        headline = [k for k in HEADLINE_METRICS if k in names]
+        metrics = headline + sorted(names - set(headline) - {"n"}) + (["n"] if "n" in names else [])
     return markdown_table(["version", *metrics], ([version, *(values.get(m, "") for m in metrics)]
                                                   for version, values in rows.items()))
 
