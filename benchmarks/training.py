@@ -258,15 +258,12 @@ def child(a) -> None:
     a.ours_options = OURS_OPTIONS.get(a.run_variant, {"packing": True} if a.run_variant == "ours" else {})
     load_before = os.getloadavg()[0]
     if a.run_variant == "ours_padded" or a.run_variant == "ours_qlora":
-        # Both sides of the memory comparison import the same libraries before the model is loaded,
-        # so "base held" (RSS after load - RSS before) is the model's memory, not bitsandbytes' code.
+        # Both sides of the memory comparison import the same libraries (peft imports bitsandbytes when it
+        # is installed anyway), so the difference in RSS is the model's, not bitsandbytes' code.
         import bitsandbytes  # noqa: F401
         import peft  # noqa: F401
         import transformers  # noqa: F401
-    rss_before_load = rss_mb()
     result = VARIANTS[a.run_variant](a, meter_callback(a.time_box, a.min_steps))
-    if result.get("rss_after_first_step_mb") is not None and rss_before_load is not None:
-        result["base_held_mb"] = round(result["rss_after_first_step_mb"] - rss_before_load, 1)
     result.update(variant=a.run_variant, peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                   load=[round(load_before, 1), round(os.getloadavg()[0], 1)])
     print("RESULT " + json.dumps(result), flush=True)
@@ -291,7 +288,13 @@ def run_variant(name: str, a, model_dir: str, train_file: str, steps: int, time_
     cmd = [sys.executable, __file__, "--run-variant", name, "--model-dir", model_dir, "--train-file", train_file,
            "--steps", str(steps), "--time-box", str(time_box), "--min-steps", str(a.min_steps),
            "--batch", str(a.batch), "--work", work]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if a.memory:
+        # A fixed mmap threshold: every large tensor is its own mapping, returned to the system when freed.
+        # glibc's default raises the threshold as large blocks are freed and keeps them in its heap, so peak
+        # RSS varied by 30% between identical runs (1281 vs 1521 MB); with it, RSS follows live memory.
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"variant {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -320,38 +323,41 @@ def loadavg() -> str:
 
 
 def memory_comparison(a) -> int:
-    """LoRA vs QLoRA on SmolLM2 (or the tiny model with --quick): peak RSS and model bytes, each in its own process."""
+    """LoRA vs QLoRA on SmolLM2 (or the tiny model with --quick): peak RSS and model bytes, each in its own process.
+
+    At batch 1 and at --batch: with one example per step the weights are a large part of the peak; at
+    batch 8 the activations and the 49k-vocabulary logits are, so the two show different things.
+    """
     steps, time_box = (3, 10) if a.quick else (3, 120)
+    batches = sorted({1, a.batch})
     print(f"machine: {os.cpu_count()} CPUs, /proc/loadavg: {loadavg()}")
+    runs: list[tuple[int, str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         root = Path(tmp)
         model_dir, train_file = prepare_data(a.quick, root)
         print(f"model: {model_dir}")
-        lora, qlora = (run_variant(name, a, model_dir, train_file, steps, time_box, root)
-                       for name in ("ours_padded", "ours_qlora"))
+        for batch in batches:
+            a.batch = batch
+            for label, name in (("LoRA (fp32 base)", "ours_padded"), ("QLoRA (nf4 base)", "ours_qlora")):
+                runs.append((batch, label, run_variant(name, a, model_dir, train_file, steps, time_box, root)))
     print(f"\n/proc/loadavg after: {loadavg()}\n")
-    print("| method | peak RSS MB (whole run) | RSS held by the model after step 1 MB | peak RSS of the training steps MB "
+    print("| batch | method | peak RSS MB (whole run) | peak RSS of the training steps MB | RSS after step 1 MB "
           "| model weights + buffers MB | steps | final loss | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, r in (("LoRA (fp32 base)", lora), ("QLoRA (nf4 base)", qlora)):
-        print(f"| {label} | {r['peak_rss_mb']} | {r.get('base_held_mb')} | {r.get('train_peak_rss_mb')} | "
-              f"{r['model_mb']} | {r['steps']} | {r['final_loss']} | {r['load'][0]}..{r['load'][1]} |")
-
-    def ratio(key: str) -> float | None:
-        return round(qlora[key] / lora[key], 3) if qlora.get(key) and lora.get(key) else None
-
-    summary = {"lora_peak_rss_mb": lora["peak_rss_mb"], "qlora_peak_rss_mb": qlora["peak_rss_mb"],
-               "qlora_vs_lora_peak_rss": ratio("peak_rss_mb"),
-               "lora_base_held_mb": lora.get("base_held_mb"), "qlora_base_held_mb": qlora.get("base_held_mb"),
-               "qlora_vs_lora_base_held": ratio("base_held_mb"),
-               "lora_train_peak_rss_mb": lora.get("train_peak_rss_mb"),
-               "qlora_train_peak_rss_mb": qlora.get("train_peak_rss_mb"),
-               "qlora_vs_lora_train_peak_rss": ratio("train_peak_rss_mb"),
-               "lora_model_mb": lora["model_mb"], "qlora_model_mb": qlora["model_mb"],
-               "qlora_vs_lora_model": round(qlora["model_mb"] / lora["model_mb"], 3), "loadavg": loadavg()}
-    print(f"\nQLoRA / LoRA: peak RSS x{summary['qlora_vs_lora_peak_rss']}, base held x"
-          f"{summary['qlora_vs_lora_base_held']}, training-step peak x{summary['qlora_vs_lora_train_peak_rss']}, "
-          f"model x{summary['qlora_vs_lora_model']}")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for batch, label, r in runs:
+        print(f"| {batch} | {label} | {r['peak_rss_mb']} | {r.get('train_peak_rss_mb')} | "
+              f"{r.get('rss_after_first_step_mb')} | {r['model_mb']} | {r['steps']} | {r['final_loss']} | "
+              f"{r['load'][0]}..{r['load'][1]} |")
+    summary: dict[str, object] = {"loadavg": loadavg()}
+    for batch in batches:
+        lora, qlora = (r for b, _, r in runs if b == batch)
+        summary[f"batch{batch}"] = {
+            "lora_peak_rss_mb": lora["peak_rss_mb"], "qlora_peak_rss_mb": qlora["peak_rss_mb"],
+            "qlora_vs_lora_peak_rss": round(qlora["peak_rss_mb"] / lora["peak_rss_mb"], 3),
+            "lora_model_mb": lora["model_mb"], "qlora_model_mb": qlora["model_mb"],
+            "qlora_vs_lora_model": round(qlora["model_mb"] / lora["model_mb"], 3)}
+        print(f"batch {batch}: QLoRA / LoRA peak RSS x{summary[f'batch{batch}']['qlora_vs_lora_peak_rss']}, "
+              f"model x{summary[f'batch{batch}']['qlora_vs_lora_model']}")
     print(json.dumps(summary))
     return 0
 
