@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from finetune_pipeline.lib.evaluation.generate import generate_batched
-from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
-from finetune_pipeline.lib.models.device import inference_device, torch_dtype
+from finetune_pipeline.lib.models.base_models import load_for_inference, load_tokenizer
 from finetune_pipeline.lib.models.merge import load_with_adapter
 
 
@@ -33,7 +32,6 @@ def merged_matches_adapter(
     tokenizer = load_tokenizer(merged_dir)
     with_adapter = generate_batched(load_with_adapter(base_dir, adapter_dir, dtype=dtype), tokenizer, conversations,
                                     max_new_tokens=max_new_tokens)
-    merged_model = load_model(merged_dir, dtype=torch_dtype(dtype)).to(inference_device())
-    merged = generate_batched(merged_model, tokenizer, conversations, max_new_tokens=max_new_tokens)
+    merged = generate_batched(load_for_inference(merged_dir, dtype), tokenizer, conversations, max_new_tokens=max_new_tokens)
     rows = [{"adapter": a, "merged": m} for a, m in zip(with_adapter, merged)]
     return with_adapter == merged, rows

@@ -23,13 +23,12 @@ class TransformersBackend:
         # Loaded once: free and constrained generation share the model.
         if not hasattr(self, "_model"):
             from finetune_pipeline.lib.models.base_models import (
-                load_model,
+                load_for_inference,
                 load_tokenizer,
             )
-            from finetune_pipeline.lib.models.device import inference_device, torch_dtype
 
-            model = load_model(self.model_dir, dtype=torch_dtype(self.dtype))
-            self._model, self._tokenizer = model.to(inference_device()), load_tokenizer(self.model_dir)
+            self._model = load_for_inference(self.model_dir, self.dtype)
+            self._tokenizer = load_tokenizer(self.model_dir)
         return self._model, self._tokenizer
 
     def generate(self, conversations, max_new_tokens):

@@ -230,3 +230,11 @@ def load_model(path: Path, *, trust_remote_code: bool = False, **kwargs):
         )
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot load safetensors weights: {e}") from e
+
+
+def load_for_inference(path: Path, dtype: str = "auto", *, trust_remote_code: bool = False):
+    """A model to generate, merge or check with: in `dtype` (auto: bf16 on CUDA, fp32 on CPU), on the GPU if any."""
+    from finetune_pipeline.lib.models.device import inference_device, resolve_dtype, torch_dtype
+
+    model = load_model(path, trust_remote_code=trust_remote_code, dtype=torch_dtype(resolve_dtype(dtype)))
+    return model.to(inference_device())

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune_pipeline.lib.models.base_models import load_model, load_tokenizer
-from finetune_pipeline.lib.models.device import inference_device, resolve_dtype, torch_dtype
+from finetune_pipeline.lib.models.base_models import load_for_inference, load_tokenizer
+from finetune_pipeline.lib.models.device import resolve_dtype, torch_dtype
 
 
 def load_with_adapter(base_dir: Path, adapter_dir: Path, trust_remote_code: bool = False, *,
@@ -21,8 +21,8 @@ def load_with_adapter(base_dir: Path, adapter_dir: Path, trust_remote_code: bool
     """Base (unquantised, in `dtype`: default the training dtype here, `auto`) + adapter, on inference_device()."""
     from peft import PeftModel
 
-    base = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=torch_dtype(dtype or resolve_dtype()))
-    return PeftModel.from_pretrained(base.to(inference_device()), str(adapter_dir))
+    base = load_for_inference(base_dir, dtype or "auto", trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(base, str(adapter_dir))
 
 
 def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, trust_remote_code: bool = False, *,

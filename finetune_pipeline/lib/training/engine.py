@@ -148,15 +148,15 @@ class Precision:
         if method == "full":
             # fp32 master weights under bf16 autocast: Adam's small updates vanish in bf16 weights.
             kwargs["dtype"] = torch_dtype("float32")
-        else:  # the frozen base in the training dtype: bf16 halves its memory on a GPU
-            kwargs["dtype"] = torch_dtype(self.dtype)
-        if method == "qlora":
-            from transformers import BitsAndBytesConfig
-
+        elif method == "qlora":
             # The weights left unquantised (embeddings, norms) load in the compute dtype: a converted copy
             # frees the checkpoint's mapping, where fp32 views into it kept it resident (SmolLM2 on CPU:
             # 494 MB held after the load instead of 177). prepare_model_for_kbit_training casts them to fp32.
             kwargs["dtype"] = torch_dtype(qlora.compute_dtype)
+        else:  # the frozen base in the training dtype: bf16 halves its memory on a GPU
+            kwargs["dtype"] = torch_dtype(self.dtype)
+        if method == "qlora":
+            from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type=qlora.quant_type,
