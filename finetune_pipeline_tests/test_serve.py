@@ -29,6 +29,7 @@ from finetune_pipeline.lib.config import load_config
 from finetune_pipeline.lib.evaluation.report import read_predictions
 from finetune_pipeline.lib.models.serving_env import SETUP_HINT, serving_python
 from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
+from finetune_pipeline_tests.local_servers import free_port
 
 NEEDS_SERVING_ENV = pytest.mark.skipif(
     serving_python() is None, reason=f"needs the vLLM serving environment .venv-serve, which `{SETUP_HINT}` makes")
@@ -52,12 +53,6 @@ def _tiny_head32(tiny_model_dir: Path, out: Path) -> Path:
         if f.name not in ("config.json", "model.safetensors"):
             shutil.copy(f, out / f.name)
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:
@@ -101,7 +96,7 @@ def test_serve_answers_like_in_process_eval_and_stops_on_ctrl_c(tiny_model_dir, 
     expected = stages.model_eval(cfg, version, evals)
     assert expected.info["backend"]["backend"] == "transformers"
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([CLI, "serve", version,
                              "--config", str(config), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -140,7 +135,7 @@ def test_serve_answers_like_in_process_eval_and_stops_on_ctrl_c(tiny_model_dir, 
 def test_without_a_serving_environment_serve_falls_back_to_transformers_serve_and_says_so(tmp_path):
     config = write_config(tmp_path, SAMPLE_RAW)
     version = stages.base_model(load_config(config)).info["version_key"]  # the base model is a version too
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FINETUNE_PIPELINE_SERVE_PYTHON": str(tmp_path / "no-such-python")}
     proc = subprocess.Popen([CLI, "serve", version, "--config", str(config), "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

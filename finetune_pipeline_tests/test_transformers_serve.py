@@ -9,7 +9,6 @@ and for a version of kind `openai` asked for by its remote id.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,17 +27,12 @@ from finetune_pipeline.lib.storage.artifacts import ArtifactStore
 from finetune_pipeline.lib.versions import kinds, serving
 from finetune_pipeline.lib.versions.version import ModelVersion
 from finetune_pipeline.lib.versions.registry import Registry
+from finetune_pipeline_tests.local_servers import free_port
 
 # Both use the three_versions fixture (two trainings); one starts `transformers serve`.
 pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -83,7 +77,7 @@ def test_openai_backend_against_transformers_serve_matches_in_process(three_vers
     registry.register("ft-served", "openai", remote_id=merged_dir, artifact=merged.artifact,
                       info={"base_model": "tiny-random", "trained_tokens": 1000})
 
-    port = _free_port()
+    port = free_port()
     command = serving.transformers_serve_command(Path(merged_dir), "127.0.0.1", port)
     assert command == ["transformers", "serve", merged_dir, "--host", "127.0.0.1", "--port", str(port),
                        "--device", "cpu"]
