@@ -183,7 +183,8 @@ def test_an_empty_suite_is_a_one_line_error_naming_the_file(tmp_path):
 # --- the real model -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.smollm2  # about 5 s on 2 CPU cores: not marked slow
+@pytest.mark.smollm2
+@pytest.mark.slow  # 5 s on 2 idle CPU cores, 17 s on busy ones (load, generate, score)
 def test_smollm2_finds_its_own_answers_likelier_than_mismatched_references():
     model_dir = resolve_base_model("embedded:smollm2-135m-instruct", MODEL_CACHE).path
     model, tokenizer = load_for_inference(model_dir, "float32"), load_tokenizer(model_dir)
