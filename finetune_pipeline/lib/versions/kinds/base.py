@@ -8,6 +8,9 @@ from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
 class BaseKind(LocalWeightsKind):
     name = "base"
 
+    def base_version(self, version):
+        return version.key  # its own base: forgetting is 0 by definition
+
 
 KIND = BaseKind()
 

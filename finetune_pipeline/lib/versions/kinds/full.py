@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from finetune_pipeline.lib.models.base_models import spec_slug
 from finetune_pipeline.lib.versions.costs import VersionCost, training_cost
 from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
+from finetune_pipeline.lib.versions.version import base_key
 from finetune_pipeline.lib.versions.retraining import TrainedFrom, trained_from_training
 
 if TYPE_CHECKING:
@@ -23,11 +25,16 @@ if TYPE_CHECKING:
 
 class FullKind(LocalWeightsKind):
     name = "full"
+    fine_tuned = True
 
     def check(self, version: "ModelVersion") -> None:
         if not version.weights or version.artifact is None:
             raise ValueError(f"model version {version.key!r}: a full version needs the path of its weights "
                              "and its lora_adapter (training) artifact")
+
+    def base_version(self, version: "ModelVersion") -> str | None:
+        """The base model version it was trained from: `base-<slug of info.base>`, as base_model registers it."""
+        return base_key(spec_slug(version.info["base"])) if version.info.get("base") else None
 
     def training_cost(self, version: "ModelVersion", store: "ArtifactStore", costs: "CostConfig") -> VersionCost:
         return training_cost((version.lineage(store) or {}).get("info", {}), costs)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from finetune_pipeline.lib.models.base_models import spec_slug
 from finetune_pipeline.lib.versions.costs import VersionCost, training_cost
 from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
+from finetune_pipeline.lib.versions.version import base_key
 from finetune_pipeline.lib.versions.retraining import TrainedFrom, trained_from_merged
 from finetune_pipeline.lib.versions.serving import ServingSpec, lora_serving_spec
 
@@ -22,6 +24,7 @@ def input_of(lineage: dict[str, Any] | None, asset: str) -> dict[str, Any] | Non
 
 class LoraMergedKind(LocalWeightsKind):
     name = "lora_merged"
+    fine_tuned = True
 
     def check(self, version: "ModelVersion") -> None:
         if not version.weights or version.artifact is None:
@@ -33,6 +36,10 @@ class LoraMergedKind(LocalWeightsKind):
         adapter = input_of(version.lineage(store), "lora_adapter")
         lineage = store.lineage("lora_adapter", adapter["key"]) if adapter else None
         return (lineage or {}).get("info", {})
+
+    def base_version(self, version: "ModelVersion") -> str | None:
+        """The base model version it was trained from: `base-<slug of info.base>`, as base_model registers it."""
+        return base_key(spec_slug(version.info["base"])) if version.info.get("base") else None
 
     def training_cost(self, version: "ModelVersion", store: "ArtifactStore", costs: "CostConfig") -> VersionCost:
         return training_cost(self.adapter_info(version, store), costs)

@@ -25,6 +25,7 @@ def version_key(suffix: str, job_id: str) -> str:
 
 class OpenAIKind(VersionKind):
     name = "openai"
+    fine_tuned = True
     remote = True
 
     def check(self, version: "ModelVersion") -> None:
