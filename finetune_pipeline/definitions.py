@@ -23,9 +23,10 @@ train_and_merge = dg.define_asset_job(
 )
 evaluate_version = dg.define_asset_job(
     "evaluate_version",
-    selection=dg.AssetSelection.assets(evaluation.model_eval),
+    selection=dg.AssetSelection.assets(evaluation.model_eval, evaluation.general_eval),
     partitions_def=training.MODEL_VERSIONS,
-    description="Evaluate one model version (a partition) on the current test split.",
+    description="Evaluate one model version (a partition) on every suite: the current test split (model_eval) and "
+                "the general suite (general_eval).",
 )
 promote = dg.define_asset_job(
     "promote",
@@ -47,8 +48,9 @@ def build_definitions(cfg: PipelineConfig) -> dg.Definitions:
           if cfg.artifacts_url else {})
     return dg.Definitions(
         assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
-                training.merged_model, evaluation.model_eval, openai_training.openai_fine_tuned_model,
-                evaluation.eval_set, promotion.leaderboard, promotion.champion, promotion.serving_spec],
+                training.merged_model, training.prompt_baselines, evaluation.model_eval, evaluation.general_eval,
+                openai_training.openai_fine_tuned_model, evaluation.eval_set, evaluation.general_suite,
+                promotion.leaderboard, promotion.champion, promotion.serving_spec],
         asset_checks=ASSET_CHECKS,
         jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote],
         schedules=[nightly_retrain, nightly_openai_fine_tune],

@@ -41,9 +41,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         refs = {name: result.output_for_node(name) for name in
                 ("raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model")}
-        versions = [refs["base_model"].info["version_key"], refs["merged_model"].info["version_key"]]
+        baselines = _baseline_versions(result)
+        versions = [refs["base_model"].info["version_key"], *baselines, refs["merged_model"].info["version_key"]]
         evals = {}
         eval_job = defs.resolve_job_def("evaluate_version")
+        # Every version on every suite (model_eval: the test split; general_eval: the general suite).
         for version in versions:
             r = eval_job.execute_in_process(instance=instance, partition_key=version, run_config=QUIET,
                                             raise_on_error=False)
@@ -51,8 +53,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _report_failure(r)
                 return 1
             evals[version] = r.output_for_node("model_eval")
-    print_summary(cfg, refs, evals, time.time() - started, title=f"finetune-pipeline {args.command}")
+        # The leaderboard (with the verdict), the champion decision and the serving spec.
+        promoted = defs.resolve_job_def("promote").execute_in_process(instance=instance, run_config=QUIET,
+                                                                      raise_on_error=False)
+        if not promoted.success:
+            _report_failure(promoted)
+            return 1
+        board = promoted.output_for_node("leaderboard")
+        champion = promoted.output_for_node("champion")
+    print_summary(cfg, refs, evals, time.time() - started, title=f"finetune-pipeline {args.command}",
+                  board=board, champion=champion)
     return 0
+
+
+def _baseline_versions(result) -> list[str]:
+    """The prompting baselines' version keys, as the prompt_baselines asset recorded them in this run."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.asset_materialization
+        if materialization.asset_key.to_user_string() == "prompt_baselines":
+            return list(materialization.metadata["versions"].value)
+    return []
 
 
 def _report_failure(result) -> None:

@@ -8,6 +8,7 @@ from finetune_pipeline.defs.settings import PipelineSettings, artifact_output
 from finetune_pipeline.defs.training import MODEL_VERSIONS
 from finetune_pipeline.lib import stages
 from finetune_pipeline.lib.evaluation.report import EvalReport
+from finetune_pipeline.lib.evaluation.significance import ConfidenceInterval
 from finetune_pipeline.lib.reporting.markdown import metrics_table, png_markdown
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 
@@ -46,7 +47,7 @@ EVAL_ON_NEW_VERSION_OR_EVAL_SET = (
     # through the registry by the partition key, never as "the latest model".
     # No edge to openai_fine_tuned_model: it yields nothing unless openai.enabled,
     # and Dagster skips the steps after a skipped one in the same run.
-    deps=["base_model", "merged_model"],
+    deps=["base_model", "merged_model", "prompt_baselines"],
     # One run per version: each loads a different model, a broken version (or an
     # unreachable endpoint) fails alone and is retried alone, and each run's log
     # and metadata belong to one version. A single run over a range would load
@@ -76,9 +77,65 @@ def model_eval(context: dg.AssetExecutionContext, settings: PipelineSettings, ev
         # What the leaderboard prices inference from: the device that answered and the measured latency.
         eval_device=report.device.label() if report.device else "unknown (generated behind an endpoint)",
         seconds_per_request=round(report.generation_seconds / max(int(report.metrics.get("n", 0)), 1), 4),
-        report=dg.MetadataValue.md(metrics_table({version: report.metrics})),
+        **({"latency_p50_s": report.latency.p50_s, "latency_p95_s": report.latency.p95_s} if report.latency else {}),
+        **({"prompt_tokens_per_request": report.tokens.prompt_per_request,
+            "completion_tokens_per_request": report.tokens.completion_per_request} if report.tokens else {}),
+        **({"shots": report.prompt.shots, "constraint": report.prompt.constraint or "none"} if report.prompt else {}),
+        report=dg.MetadataValue.md(metrics_table({version: report.metrics}, intervals={version: report.intervals})),
         predictions=dg.MetadataValue.path(str(ref.dir / "predictions.jsonl")),
     )
+
+
+GENERAL_SUITE = dg.AssetKey("general_suite")
+
+
+@dg.asset(group_name="data", kinds={"jsonl"}, code_version=stages.CODE_VERSIONS["general_suite"],
+          description="The general-ability suite (eval.general.suite, default data/general_eval.jsonl) as its own "
+                      "artifact, keyed by its sha256: only a changed suite makes the general evals stale.")
+def general_suite(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
+    with core_logs(context):
+        ref = stages.general_suite(settings.load(), context.run_id)
+    return artifact_output(ref, rows=ref.info["rows"], sha256=ref.info["sha256"],
+                           source=dg.MetadataValue.path(ref.info["source"]))
+
+
+_general_suite_changed = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.data_version_changed()).allow(dg.AssetSelection.assets(GENERAL_SUITE))
+GENERAL_ON_NEW_VERSION_OR_SUITE = (
+    (dg.AutomationCondition.newly_missing() | _general_suite_changed).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets(GENERAL_SUITE))
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("new version or new general suite")
+
+
+# One asset per suite rather than a version x suite multi-partition: each suite has its own input (the test
+# split, the general suite), its own kind of work (generation and scoring, likelihoods) and its own staleness,
+# and the version stays the only partition key, as the CLI, sensors and backfills already use it. Backfilling
+# one suite across all versions is selecting its asset and every partition.
+@dg.asset(
+    group_name="evaluation", kinds={"pytorch", "json"}, partitions_def=MODEL_VERSIONS,
+    code_version=stages.CODE_VERSIONS["general_eval"],
+    deps=["base_model", "merged_model", "prompt_baselines"],
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    pool="gpu",
+    automation_condition=GENERAL_ON_NEW_VERSION_OR_SUITE,
+    description="Forgetting: one model version's likelihood of the general suite's references and of the base "
+                "model's own answers (general/nll, general/base_answer_nll), and their change from its base model "
+                "(general/nll_delta, general/drift), with 95% bootstrap intervals.",
+)
+def general_eval(context: dg.AssetExecutionContext, settings: PipelineSettings, general_suite: ArtifactRef
+                 ) -> dg.Output:
+    version = context.partition_key
+    with core_logs(context):
+        ref = stages.general_eval(settings.load(), version, general_suite, context.run_id)
+    info = ref.info
+    metrics = info.get("metrics", {})
+    intervals = {k: ConfidenceInterval.model_validate(v) for k, v in info.get("intervals", {}).items()}
+    return artifact_output(
+        ref, **{name.replace("/", "_"): float(value) for name, value in metrics.items()},
+        weights_of=info["weights_of"], base_version=str(info.get("base_version")),
+        report=dg.MetadataValue.md(metrics_table({version: metrics}, intervals={version: intervals}) if metrics else info.get("note", "")))
 
 
 evaluate_new_versions = dg.AutomationConditionSensorDefinition(

@@ -13,7 +13,7 @@ from finetune_pipeline.lib.reporting.markdown import png_markdown as _png_md
 from finetune_pipeline.lib.stages import promotion as promotion_stages
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.versions.leaderboard import Leaderboard
-from finetune_pipeline.lib.versions.promotion import Checks, decide
+from finetune_pipeline.lib.versions.promotion import Checks, Guards, decide
 
 _AFTER_UPSTREAM = (
     (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
@@ -26,7 +26,7 @@ _AFTER_UPSTREAM = (
     group_name="promotion", kinds={"json"},
     # Every version's eval is read through the artifact store for the *current*
     # eval set; the edge to model_eval is for the graph and the automation.
-    deps=["model_eval"],
+    deps=["model_eval", "general_eval"],
     # Not eager(): a version whose eval is missing or failed must not hold the
     # leaderboard back; it is listed as missing.
     automation_condition=_AFTER_UPSTREAM,
@@ -34,13 +34,18 @@ _AFTER_UPSTREAM = (
                 "training time, tokens, device, device-hours and estimated cost (priced by the device that "
                 "trained), and the inference cost per 1,000 requests at the eval's measured latency.",
 )
-def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, eval_set: ArtifactRef) -> dg.Output:
+def leaderboard(context: dg.AssetExecutionContext, settings: PipelineSettings, eval_set: ArtifactRef,
+                general_suite: ArtifactRef) -> dg.Output:
     cfg = settings.load()
     versions = context.instance.get_dynamic_partitions(MODEL_VERSIONS.name)
     with core_logs(context):
-        ref = promotion_stages.leaderboard(cfg, eval_set, versions, context.run_id)
+        ref = promotion_stages.leaderboard(cfg, eval_set, versions, context.run_id, general=general_suite)
     board = Leaderboard.load(ref.dir)
+    for line in board.verdict:
+        context.log.info(f"verdict: {line}")
     metadata = {"table": dg.MetadataValue.md(board.markdown()), "eval_set": board.eval_set,
+                "suites": dg.MetadataValue.json(board.suites),
+                "verdict": dg.MetadataValue.md("\n".join(f"- {line}" for line in board.verdict)),
                 "primary_metric": board.primary_metric, "versions_ranked": len(board.rows),
                 "versions_missing": dg.MetadataValue.json(board.missing)}
     if board.rows:
@@ -95,7 +100,12 @@ def champion(context: dg.AssetExecutionContext, settings: PipelineSettings, lead
     registry, store = stages.registry(cfg), stages.promotion_store(cfg)
     current = (store.champion() or {}).get("version")
     checks = blocking_checks(context, [r.version for r in board.rows], cfg)
-    decision = decide(board, current, checks, cfg.promotion.margin)
+    p = cfg.promotion
+    with core_logs(context):
+        tests = promotion_stages.paired_tests(cfg, board, current) if p.confidence > 0 else {}
+    decision = decide(board, current, checks, p.margin, tests,
+                      Guards(confidence=p.confidence, max_forgetting=p.max_forgetting,
+                             forgetting_metric=p.forgetting_metric))
     decision.run_id = context.run_id
     store.record(decision, registry.get(decision.champion) if decision.promoted else None)
     for reason in decision.reasons:
@@ -109,6 +119,8 @@ def champion(context: dg.AssetExecutionContext, settings: PipelineSettings, lead
         data_version=dg.DataVersion(decision.champion),
         metadata={"champion": decision.champion, "promoted": decision.promoted, "previous": str(decision.previous),
                   "primary_metric": decision.primary_metric, "margin": decision.margin,
+                  "confidence": decision.confidence,
+                  **({"p_value": decision.test["p_value"]} if decision.test else {}),
                   "score": state.get("score"), "eval_set": decision.eval_set,
                   "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
                   "blocking_checks": dg.MetadataValue.json(checks),

@@ -114,3 +114,16 @@ def merged_matches_base_plus_adapter(merged_model: ArtifactRef, base_model: Arti
     table = "| base + adapter | merged |\n|---|---|\n" + "\n".join(
         f"| {r['adapter'][:80]!r} | {r['merged'][:80]!r} |" for r in rows)
     return dg.AssetCheckResult(passed=same, metadata={"prompts": len(rows), "outputs": dg.MetadataValue.md(table)})
+
+
+@dg.asset(group_name="training", kinds={"json"}, code_version=stages.CODE_VERSIONS["prompt_recipe"],
+          description="The prompting baselines of the config's `baselines:` section: each a prompt recipe (k "
+                      "training rows shown as earlier turns, an optional decoding constraint) registered as a model "
+                      "version of kind prompted, evaluated by model_eval like any other version.")
+def prompt_baselines(context: dg.AssetExecutionContext, settings: PipelineSettings, base_model: ArtifactRef,
+                     training_dataset: ArtifactRef) -> dg.MaterializeResult:
+    with core_logs(context):
+        keys = stages.prompt_baselines(settings.load(), base_model, training_dataset, context.run_id)
+    if keys:
+        context.instance.add_dynamic_partitions(MODEL_VERSIONS.name, keys)
+    return dg.MaterializeResult(metadata={"versions": dg.MetadataValue.json(keys), "count": len(keys)})

@@ -18,6 +18,7 @@ from finetune_pipeline.lib.section import Section, rules
 from finetune_pipeline.lib.training.config import TrainConfig
 from finetune_pipeline.lib.training.openai.config import OpenAIConfig
 from finetune_pipeline.lib.versions.config import (
+    BaselineConfig,
     CostConfig,
     PromotionConfig,
     ScheduleConfig,
@@ -43,6 +44,9 @@ class PipelineConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="The base model.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning of the base model.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation of every model version.")
+    baselines: list[BaselineConfig] = Field(
+        [], description="Prompting baselines registered as model versions (kind prompted), e.g. [{shots: 5}, "
+                        "{shots: 5, constrained: true}]; the base model zero-shot is always a version.")
     costs: CostConfig = Field(default_factory=CostConfig, description="Prices for each version's estimated cost.")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="OpenAI fine-tuning, the second trainer.")
     promotion: PromotionConfig = Field(default_factory=PromotionConfig,

@@ -103,6 +103,21 @@ class ClassificationConfig(Section):
         return self
 
 
+class GeneralSuiteConfig(Section):
+    """The general-ability suite every local version is scored on, to measure forgetting (general_eval).
+
+    Per version: the mean per-token negative log-likelihood of the suite's reference answers (general/nll),
+    and of the base model's own greedy answers (general/base_answer_nll); and both as the change from the
+    version's base model (general/nll_delta, general/drift). Scored teacher-forced on the version's weights.
+    """
+
+    suite: str = Field("", description="A chat JSONL of general prompts with reference answers, relative to the "
+                                       "config file; empty = the shipped data/general_eval.jsonl.")
+    max_new_tokens: int = Field(64, gt=0, description="Longest greedy answer of the base model, whose likelihood "
+                                                      "under each version is the drift.")
+    batch_size: int = Field(8, gt=0, description="Rows scored together.")
+
+
 class EvalConfig(Section):
     """Evaluation of every model version on the test split."""
 
@@ -118,3 +133,10 @@ class EvalConfig(Section):
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="Settings of the vllm backend.")
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig,
                                                  description="Classification metrics of one output field.")
+    # Batched throughput prices a request; a user waiting on one request sees its latency alone.
+    latency_requests: int = Field(12, ge=0, description="Eval rows also sent one at a time, for the latency "
+                                                        "percentiles (p50, p95) of a single request; 0 = none.")
+    general: GeneralSuiteConfig = Field(default_factory=GeneralSuiteConfig,
+                                        description="The general-ability suite (forgetting).")
+    resamples: int = Field(1000, ge=100, description="Bootstrap resamples of each metric's 95% confidence "
+                                                     "interval.")

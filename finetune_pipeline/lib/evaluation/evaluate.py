@@ -10,17 +10,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
+from finetune_pipeline.lib.evaluation.backend_errors import BackendError
 from finetune_pipeline.lib.evaluation.backends import EvalBackend
 from finetune_pipeline.lib.evaluation.classification import allowed_outputs
 from finetune_pipeline.lib.evaluation.confusion import confusion_matrix
 from finetune_pipeline.lib.evaluation.generate import strip_assistant
 from finetune_pipeline.lib.evaluation.metrics import Answers, Classification, expected_fields, row_scores, scores
-from finetune_pipeline.lib.evaluation.report import Answer, ClassificationReport, EvalReport, PredictionRow
+from finetune_pipeline.lib.evaluation.prompt_recipe import PromptRecipe
+from finetune_pipeline.lib.evaluation.report import (
+    Answer,
+    ClassificationReport,
+    EvalReport,
+    Latency,
+    PredictionRow,
+    PromptInfo,
+    TokenUsage,
+)
+from finetune_pipeline.lib.evaluation.resampling import intervals
 from finetune_pipeline.lib.models.device import describe_device
 
 log = logging.getLogger(__name__)
@@ -38,6 +50,10 @@ class ClassificationSettings(BaseModel):
 class EvalSettings(BaseModel):
     max_new_tokens: int
     classification: ClassificationSettings | None = None
+    prompt: PromptRecipe | None = None  # a prompting baseline's shots and constraint, applied to every row
+    prompt_key: str = ""  # its prompt_recipe artifact
+    latency_requests: int = 0  # rows also sent one at a time, for the latency percentiles
+    resamples: int = 1000  # bootstrap resamples of the metrics' intervals
 
 
 class EvalSubject(BaseModel):
@@ -55,7 +71,11 @@ def evaluate(backend: EvalBackend, records: Sequence[dict[str, Any]], settings: 
     started = time.time()
     conversations = [strip_assistant(r["messages"]) for r in records]
     expected = [r["messages"][-1]["content"] for r in records]
-    predictions = backend.generate(conversations, settings.max_new_tokens)
+    recipe = settings.prompt
+    if recipe is not None:  # what the prompted version sends: the shots before every row's user turn
+        conversations = [recipe.apply(c) for c in conversations]
+    answer = _answerer(backend, settings)
+    predictions = answer(conversations)
     generation_seconds = time.time() - started
     answers = Answers(predictions, expected, expected_fields(expected))  # refuses a count that does not match
     part, forced = None, []
@@ -66,17 +86,70 @@ def evaluate(backend: EvalBackend, records: Sequence[dict[str, Any]], settings: 
     rows = [PredictionRow(line=i, input=c[-1]["content"], expected=e, prediction=p, **s)
             for i, (c, e, p, s) in enumerate(zip(conversations, expected, predictions, row_scores(answers)), start=1)]
     metrics = scores(answers)
+    bounds = intervals(answers, resamples=settings.resamples)
+    tokens = token_usage(backend, conversations, predictions)
+    # Last: single requests after the batched ones (the backend's model is loaded and warm by now).
+    latency = measure_latency(answer, conversations[: settings.latency_requests])
+    prompt = None if recipe is None else PromptInfo(recipe=settings.prompt_key, shots=len(recipe.shots),
+                                                    constraint=recipe.constraint)
     return EvalReport(metrics=metrics, fields=list(answers.fields), classification=part,
                       generation_seconds=round(generation_seconds, 2), **subject.model_dump(),
                       backend=backend.identity(), eval_seconds=round(time.time() - started, 2),
                       device=describe_device(processes=1) if backend.name in LOCAL_BACKENDS else None,
+                      intervals=bounds, latency=latency, tokens=tokens, prompt=prompt,
                       predictions=rows, constrained_predictions=forced)
+
+
+def _answerer(backend: EvalBackend, settings: EvalSettings) -> Callable[[list], list[str]]:
+    """Free greedy generation, or a constrained prompting baseline's structured decoding."""
+    recipe = settings.prompt
+    if recipe is None or not recipe.constraint:
+        return lambda conversations: backend.generate(conversations, settings.max_new_tokens)
+    generate = getattr(backend, "generate_constrained", None)
+    if generate is None:
+        raise BackendError(f"a constrained baseline ({recipe.constraint}) needs eval.backend transformers or vllm; "
+                           f"{backend.name} cannot constrain decoding")
+    return lambda conversations: generate(conversations, recipe.allowed_outputs)
+
+
+def measure_latency(answer: Callable[[list], list[str]], conversations: list) -> Latency | None:
+    """Each conversation sent alone, timed: p50 and p95 of one request's seconds."""
+    if not conversations:
+        return None
+    seconds = []
+    for conversation in conversations:
+        started = time.perf_counter()
+        answer([conversation])
+        seconds.append(time.perf_counter() - started)
+    p50, p95 = (float(x) for x in np.percentile(seconds, [50, 95]))
+    return Latency(requests=len(seconds), p50_s=round(p50, 4), p95_s=round(p95, 4),
+                   mean_s=round(float(np.mean(seconds)), 4))
+
+
+def token_usage(backend: EvalBackend, conversations: list, predictions: list[str]) -> TokenUsage | None:
+    """Prompt and answer tokens per request: the endpoint's billed usage, else the version's own tokenizer."""
+    usage = getattr(backend, "usage", None)
+    if usage:
+        return TokenUsage(prompt_per_request=round(sum(u[0] for u in usage) / len(usage), 1),
+                          completion_per_request=round(sum(u[1] for u in usage) / len(usage), 1),
+                          counted_by="api usage")
+    model_dir = getattr(backend, "model_dir", None)
+    if model_dir is None or not conversations:
+        return None
+    from finetune_pipeline.lib.models.base_models import load_tokenizer
+    from finetune_pipeline.lib.training.collate import _render_ids
+
+    tokenizer = load_tokenizer(model_dir)
+    prompt = sum(len(_render_ids(tokenizer, list(c), add_generation_prompt=True)) for c in conversations)
+    answer = sum(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions)
+    return TokenUsage(prompt_per_request=round(prompt / len(conversations), 1),
+                      completion_per_request=round(answer / len(conversations), 1), counted_by="tokenizer")
 
 
 def _classify(backend: EvalBackend, conversations: list[list[dict]], expected: list[str], predictions: list[str],
               c: ClassificationSettings) -> tuple[Classification, ClassificationReport, list[Answer]]:
     """Label-constrained generation if asked (and the backend can), and the confusion matrices."""
-    part = ClassificationReport(field=c.field, labels=len(c.labels))
+    part = ClassificationReport(field=c.field, labels=len(c.labels), label_set=list(c.labels))
     forced = None
     if c.constrained:
         generate = getattr(backend, "generate_constrained", None)

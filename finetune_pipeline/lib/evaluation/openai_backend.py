@@ -40,13 +40,19 @@ class OpenAICompatibleBackend:
             except openai.APIStatusError as e:
                 raise BackendError(f"eval endpoint {self.base_url} refused model {self.model!r}: "
                                    f"HTTP {e.status_code} {e.message}") from e
-            return (response.choices[0].message.content or "").strip()
+            usage = response.usage  # what the endpoint bills: the eval's token counts and API cost come from it
+            tokens = (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
+            return (response.choices[0].message.content or "").strip(), tokens
 
         try:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                return list(pool.map(one, conversations))  # map keeps the input order
+                answers = list(pool.map(one, conversations))  # map keeps the input order
         finally:
             client.close()
+        # (prompt, completion) tokens of each request of the last call, when the endpoint reported them all.
+        usage = [tokens for _, tokens in answers]
+        self.usage = usage if all(u is not None for u in usage) else []
+        return [text for text, _ in answers]
 
 
 def api_key_for(base_url: str, env_name: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from finetune_pipeline.lib.evaluation.confusion import ConfusionMatrix, confusion_matrix
+from finetune_pipeline.lib.evaluation.significance import ConfidenceInterval
 from finetune_pipeline.lib.models.device import DeviceInfo
 from finetune_pipeline.lib.reporting.charts import confusion_file, confusion_png
 
@@ -52,11 +53,37 @@ class ClassificationReport(BaseModel):
 
     field: str
     labels: int  # how many labels the label set has
+    label_set: list[str] = Field(default_factory=list)  # the labels themselves (empty in older reports)
     notes: list[str] = Field(default_factory=list)
     constrained_seconds: float | None = None  # these two: only when constrained generation ran
     constrained_reused: int | None = None
     confusion: ConfusionMatrix | None = None  # free generation; None in reports written before it was stored
     constrained_confusion: ConfusionMatrix | None = None
+
+
+class Latency(BaseModel):
+    """Seconds one request takes when sent alone (not batched): what a user waiting on one answer sees."""
+
+    requests: int
+    p50_s: float
+    p95_s: float
+    mean_s: float
+
+
+class TokenUsage(BaseModel):
+    """Tokens per request: the prompt sent (chat template, shots included) and the answer generated."""
+
+    prompt_per_request: float
+    completion_per_request: float
+    counted_by: str  # "tokenizer" (the version's own) or "api usage" (what the endpoint billed)
+
+
+class PromptInfo(BaseModel):
+    """A prompting baseline's recipe, as this eval applied it."""
+
+    recipe: str  # the prompt_recipe artifact key
+    shots: int
+    constraint: str = ""
 
 
 class EvalReport(BaseModel):
@@ -72,6 +99,11 @@ class EvalReport(BaseModel):
     eval_seconds: float
     # What generated: this machine's device for a local backend; None behind an endpoint (or in older reports).
     device: DeviceInfo | None = None
+    # Bootstrap 95% intervals by metric name; latency of single requests; tokens per request (None: older reports).
+    intervals: dict[str, ConfidenceInterval] = Field(default_factory=dict)
+    latency: Latency | None = None
+    tokens: TokenUsage | None = None
+    prompt: PromptInfo | None = None
     # Saved beside report.json, not in it.
     predictions: list[PredictionRow] = Field(default_factory=list, exclude=True)
     constrained_predictions: list[Answer] = Field(default_factory=list, exclude=True)

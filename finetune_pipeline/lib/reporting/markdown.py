@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def fmt(value: object, digits: int = 3) -> str:
@@ -31,8 +32,11 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], max_
 HEADLINE_METRICS = ("exact_match", "valid_json")
 
 
-def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None) -> str:
+def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None,
+                  intervals: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """{version: {metric: value}} as a table; by default every row's metrics in one fixed order.
+
+    `intervals` ({version: {metric: an interval with .low and .high}}) adds "[low, high]" after a value.
 
     The fixed order (the headline metrics, then the rest by name, `n` last) keeps a fresh report and
     the same report read back from its lineage (JSON with sorted keys) printing the same columns.
@@ -41,8 +45,18 @@ def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str
         names = {k for values in rows.values() for k in values}
         headline = [k for k in HEADLINE_METRICS if k in names]
         metrics = headline + sorted(names - set(headline) - {"n"}) + (["n"] if "n" in names else [])
-    return markdown_table(["version", *metrics], ([version, *(values.get(m, "") for m in metrics)]
+    intervals = intervals or {}
+    return markdown_table(["version", *metrics], ([version, *(with_interval(values.get(m, ""),
+                                                                            intervals.get(version, {}).get(m))
+                                                              for m in metrics)]
                                                   for version, values in rows.items()))
+
+
+def with_interval(value: Any, interval: Any) -> Any:
+    """`value [low, high]` (an interval: anything with .low and .high), or the value alone."""
+    if interval is None or value in ("", None):
+        return value
+    return f"{fmt(value, 4)} [{fmt(interval.low, 3)}, {fmt(interval.high, 3)}]"
 
 
 def png_markdown(png: bytes | str | Path, alt: str) -> str:

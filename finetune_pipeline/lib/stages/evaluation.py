@@ -21,13 +21,30 @@ from finetune_pipeline.lib.versions.version import ModelVersion
 log = logging.getLogger(__name__)
 
 
+def answering_version(cfg: PipelineConfig, version: ModelVersion) -> ModelVersion:
+    """The version whose weights (or remote id) answer for `version`: itself, or a prompted baseline's model."""
+    seen = {version.key}
+    while (other := kinds.get(version.kind).answered_by(version)) is not None:
+        if other in seen:
+            raise ValueError(f"model version {other!r} prompts itself through {sorted(seen)}")
+        seen.add(other)
+        version = registry(cfg).get(other)
+    return version
+
+
+def is_remote(version: ModelVersion) -> bool:
+    """Answered through an endpoint by its remote id (an OpenAI model, an API baseline), not from local weights."""
+    return kinds.get(version.kind).remote or bool(version.remote_id)
+
+
 def backend_for(cfg: PipelineConfig, version: ModelVersion, artifacts: ArtifactStore | None = None) -> EvalBackend:
     """How this version is run: a remote kind by its remote id at the endpoint, local weights through eval.backend.
 
     Nothing is pulled here (the leaderboard computes every version's eval key); `model_eval` pulls the
-    weights before it generates.
+    weights before it generates. A prompting baseline runs on the weights of the version it prompts.
     """
-    if kinds.get(version.kind).remote:
+    version = answering_version(cfg, version)
+    if is_remote(version):
         return make_backend(cfg.eval, version.key, remote_id=version.remote_id or "")
     return make_backend(cfg.eval, version.key, weights=version.weights_dir(artifacts or store(cfg), pull=False),
                         dtype=cfg.model.dtype)
@@ -43,8 +60,14 @@ def _recipe(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, ev
         version_input["weights"] = version.weights
     if version.remote_id:
         version_input["remote_id"] = version.remote_id
+    answering = answering_version(cfg, version)
+    if answering.key != version.key:  # a prompting baseline: the model it prompts is an input too
+        version_input["answered_by"] = answering.key
+        if answering.artifact:
+            version_input["answering_artifact"] = f"{answering.artifact.asset}/{answering.artifact.key}"
     recipe = {"version": version_input, "eval_set": eval_set_ref.key, "backend": backend.identity(),
-              "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit}}
+              "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit,
+                             "latency_requests": cfg.eval.latency_requests, "resamples": cfg.eval.resamples}}
     c = cfg.eval.classification
     if c.field:
         # The label set's content, not the file's name, decides the scores.
@@ -73,7 +96,7 @@ def model_eval(cfg: PipelineConfig, version_key: str, eval_set_ref: ArtifactRef,
     recipe = _recipe(cfg, version, backend, eval_set_ref)
 
     def build(out: Path) -> dict:
-        version.weights_dir(artifacts)  # pulls the version's weights onto a machine that has not got them
+        answering_version(cfg, version).weights_dir(artifacts)  # pulls the weights onto a machine that lacks them
         return _evaluate(cfg, version, backend, eval_set_ref, out)
 
     return build_artifact(cfg, "model_eval", build, recipe=recipe, inputs=[recipe["version"], eval_set_ref],
@@ -92,7 +115,8 @@ def eval_inputs(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> tuple[list[di
     if not records:
         raise ValueError(f"{test_file}: the test split is empty; nothing to evaluate")
     return records, EvalSettings(max_new_tokens=cfg.eval.max_new_tokens,
-                                 classification=_classification(cfg, eval_set_ref))
+                                 classification=_classification(cfg, eval_set_ref),
+                                 latency_requests=cfg.eval.latency_requests, resamples=cfg.eval.resamples)
 
 
 def _evaluate(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, eval_set_ref: ArtifactRef,
@@ -100,6 +124,12 @@ def _evaluate(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, 
     """Generate, score and write report.json and predictions.jsonl into `out`; the report is the artifact's info."""
     version_key = version.key
     records, settings = eval_inputs(cfg, eval_set_ref)
+    recipe = kinds.get(version.kind).prompt_recipe(version, store(cfg))
+    if recipe is not None:
+        settings = settings.model_copy(update={"prompt": recipe, "prompt_key": version.artifact.key})
+        log.info("model_eval[%s]: %d shots in every prompt%s", version_key, len(recipe.shots),
+                 f", answers constrained to {recipe.constraint} ({len(recipe.allowed_outputs)} allowed)"
+                 if recipe.constraint else "")
     log.info("model_eval[%s]: %d rows through %s", version_key, len(records), backend.identity())
     subject = EvalSubject(version=version_key, kind=version.kind, eval_set=eval_set_ref.key,
                           test_file=str(eval_set_ref.dir / "test.jsonl"))

@@ -5,12 +5,19 @@ from __future__ import annotations
 import zoneinfo
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from finetune_pipeline.lib.evaluation import metrics
-from finetune_pipeline.lib.section import Section
+from finetune_pipeline.lib.section import Section, rules
 
 Price = Annotated[float, Field(ge=0)]
+
+
+class TokenPrice(Section):
+    """USD per 1M tokens sent (input) and generated (output)."""
+
+    input: Price
+    output: Price
 
 
 def _metric_choices() -> str:
@@ -30,6 +37,17 @@ class PromotionConfig(Section):
                                                   "(absolute).")
     confusion_field: str = Field("", description="The field whose confusion matrix the leaderboard draws; empty = "
                                                  "the field of primary_metric accuracy/<field>, else the first field.")
+    # On 71 test rows one row is 0.014: a raw margin cannot tell a better model from noise.
+    confidence: float = Field(0.95, ge=0, lt=1, description="A challenger is promoted only if a paired test on the "
+                                                            "eval rows (McNemar, or a permutation test) says it beats "
+                                                            "the champion with this confidence (p < 1 - confidence); "
+                                                            "0 = no test, the margin alone.")
+    max_forgetting: float | None = Field(
+        None, ge=0, description="Block a challenger whose forgetting_metric on the general suite worsened by more "
+                                "than this from its base model (nats per token); unset = not guarded.")
+    forgetting_metric: Literal["general/drift", "general/nll_delta"] = Field(
+        "general/drift", description="The general-suite measure max_forgetting guards: drift (how much less likely "
+                                     "the base model's own answers became) or nll_delta (reference answers).")
 
     @field_validator("primary_metric")
     @classmethod
@@ -101,7 +119,54 @@ class CostConfig(Section):
     endpoint_device: str = Field(
         "", description="The hardware behind eval.openai.base_url when a local version is evaluated through the "
                         "openai backend (cpu, a price key or a GPU name), for its inference cost; empty = unknown.")
+    api_per_1m_tokens: dict[str, TokenPrice] = Field(
+        {"gpt-4o-mini": {"input": 0.15, "output": 0.60}, "gpt-4.1-mini": {"input": 0.40, "output": 1.60},
+         "gpt-4.1-nano": {"input": 0.10, "output": 0.40}, "gpt-4o": {"input": 2.50, "output": 10.00},
+         "gpt-4.1": {"input": 2.00, "output": 8.00},
+         "ft:gpt-4o-mini": {"input": 0.30, "output": 1.20}, "ft:gpt-4.1-mini": {"input": 0.80, "output": 3.20},
+         "ft:gpt-4o": {"input": 3.75, "output": 15.00}, "ft:gpt-4.1": {"input": 3.00, "output": 12.00}},
+        validate_default=True,
+        description="USD per 1M input/output tokens of a model answered by an API (an api_model baseline, an OpenAI "
+                    "fine-tuned version as ft:<base>), for its cost per 1,000 requests from the eval's token counts.")
     openai_training_per_1m_tokens: dict[str, Price] = Field(
         {"gpt-4o-mini-2024-07-18": 3.00, "gpt-4.1-mini-2025-04-14": 5.00, "gpt-4o-2024-08-06": 25.00,
          "gpt-4.1-2025-04-14": 25.00, "gpt-3.5-turbo-0125": 8.00},
         description="USD per 1M trained tokens of OpenAI fine-tuning, by base model.")
+
+
+class BaselineConfig(Section):
+    """A prompting baseline: a model as it is, with a prompt recipe, registered as a model version (kind prompted).
+
+    k-shot examples are drawn from the training split only (never val or test), with a fixed seed, and placed
+    in the prompt as earlier user/assistant turns; the rows shown are in the version's lineage.
+    """
+
+    shots: int = Field(0, ge=0, le=64, description="Training examples shown in the prompt as earlier turns.")
+    draw: Literal["per_class", "random"] = Field(
+        "per_class", description="per_class: one example of each class in turn (classes in a seeded order) until "
+                                 "`shots`; random: a seeded sample of the training split.")
+    class_field: str = Field("", description="The JSON output field per_class draws by; empty = "
+                                             "eval.classification.field, else the first field of the outputs.")
+    constrained: bool | Literal["json", "labels"] = Field(
+        False, description="Structured decoding of the answer: json (or true) = valid JSON of the task's shape (each "
+                           "field one of its values in the training split); labels = one of the label set "
+                           "(eval.classification); false = free generation.")
+    model: str = Field("", description="The registered model version to prompt; empty = the base model "
+                                       "(model.base_model).")
+    api_model: str = Field("", description="An API model without fine-tuning (e.g. gpt-4o-mini), answered through "
+                                           "eval.openai's endpoint instead of a local model. It costs money: no "
+                                           "config lists one by default.")
+    seed: int = Field(42, ge=0, description="Seed of the example draw.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> BaselineConfig:
+        rules((not (self.model and self.api_model), "set `model` or `api_model`, not both"),
+              (not (self.api_model and self.constrained),
+               "`constrained` needs a local model (the transformers or vllm backend): an api_model cannot be "
+               "constrained here"))
+        return self
+
+    @property
+    def constraint(self) -> str:
+        """"json", "labels" or "" (free generation)."""
+        return "json" if self.constrained is True else (self.constrained or "")

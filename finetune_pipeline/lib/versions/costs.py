@@ -166,6 +166,25 @@ def inference_cost(generation_seconds: float, requests: int, device: DeviceInfo 
     return InferenceCost(device=label, seconds_per_request=round(per_request, 4), usd_per_1k_requests=round(usd, 6))
 
 
+def api_price_key(model: str, prices: Mapping[str, Any]) -> str | None:
+    """The longest key of `prices` that `model` starts with: gpt-4o-mini-2024-07-18 -> gpt-4o-mini (not gpt-4o);
+    an OpenAI fine-tuned ft:gpt-4o-mini-2024-07-18:org::id -> ft:gpt-4o-mini."""
+    return max((k for k in prices if model.startswith(k)), key=len, default=None)
+
+
+def api_inference_cost(model: str, tokens: Any, costs: "CostConfig") -> InferenceCost:
+    """USD per 1,000 requests of an API model: the eval's tokens per request (a TokenUsage) at its token prices."""
+    key = api_price_key(model, costs.api_per_1m_tokens)
+    if tokens is None:
+        return InferenceCost(device="api", note=f"inference cost unknown: the eval of {model} recorded no tokens")
+    if key is None:
+        return InferenceCost(device="api", note=f"inference cost unknown: {model} has no price in "
+                                                f"costs.api_per_1m_tokens (known: {', '.join(sorted(costs.api_per_1m_tokens))})")
+    price = costs.api_per_1m_tokens[key]
+    usd = 1000 * (tokens.prompt_per_request * price.input + tokens.completion_per_request * price.output) / 1_000_000
+    return InferenceCost(device="api", usd_per_1k_requests=round(usd, 6))
+
+
 def endpoint_device(setting: str) -> DeviceInfo | None:
     """costs.endpoint_device as a DeviceInfo: `cpu`, a price key or a GPU name; empty = unknown."""
     if not setting:
