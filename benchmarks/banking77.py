@@ -1,4 +1,4 @@
-"""BANKING77 10-shot: SmolLM2-135M before and after LoRA fine-tuning, against the paper.
+"""BANKING77 10-shot: SmolLM2-135M before and after LoRA fine-tuning, against the paper and prompting baselines.
 
     python benchmarks/banking77.py                  # configs/banking77.yaml: k=10 per intent, full test split
     python benchmarks/banking77.py --limit 200      # evaluate on the first 200 test rows only (a quick look)
@@ -6,13 +6,17 @@
 Runs the pipeline's own stages (the Dagster-free core, exactly what the assets
 call) on configs/banking77.yaml: the official test.csv is the test split (3,080
 rows), 10 training examples per intent are drawn with a fixed seed (770 rows),
-LoRA on CPU, then both versions are evaluated with free generation and with
-generation constrained to the 77 labels. Every stage runs: artifacts go to a
-fresh folder (the converted base model is reused from the model cache).
+LoRA on CPU, then the base model zero-shot, the config's prompting baselines
+(`baselines:`, e.g. 10 training examples in the prompt) and the fine-tuned
+version are evaluated with free generation and with generation constrained to
+the 77 labels, and each is scored on the general suite (forgetting). The
+leaderboard stage ranks them and writes the verdict. Every stage runs:
+artifacts go to a fresh folder (the converted base model is reused from the
+model cache) unless --artifacts names one to reuse.
 
-Prints the results table, the wall time per stage, and as its last line one
-JSON object with base_accuracy, finetuned_accuracy, constrained_accuracy,
-train_seconds, eval_seconds.
+Prints the results table, the wall time per stage, the verdict, and as its last
+line one JSON object with base_accuracy, finetuned_accuracy,
+constrained_accuracy, the baselines' accuracy, train_seconds, eval_seconds.
 """
 
 from __future__ import annotations
@@ -35,8 +39,15 @@ PAPER = {"10 examples per intent": "~85", "full training data (10,003 rows)": "~
 
 
 def run(args: argparse.Namespace) -> dict:
+    import logging
+
     from finetune_pipeline.lib import stages
     from finetune_pipeline.lib.config import load_config
+    from finetune_pipeline.lib.stages import promotion as promotion_stages
+    from finetune_pipeline.lib.versions.leaderboard import Leaderboard
+
+    if not args.quiet:  # the stages log through `logging`
+        logging.basicConfig(level=logging.INFO, format="  %(message)s")
 
     artifacts = Path(args.artifacts or tempfile.mkdtemp(prefix="banking77-bench-"))
     overrides = {"artifacts_root": str(artifacts), "data": {"split": {"train_per_class": args.k}},
@@ -50,12 +61,11 @@ def run(args: argparse.Namespace) -> dict:
     # how much of the gain is only the label format. --no-base-constrained skips it.
     base_cfg = cfg if not args.no_base_constrained else load_config(
         args.config, {**overrides, "eval": {**overrides["eval"], "classification": {"constrained": False}}})
-    quiet = (lambda _: None) if args.quiet else (lambda m: print(f"  {m}", flush=True))
     times: dict[str, float] = {}
 
-    def timed(name, fn, *a):
+    def timed(name, fn, *a, **kw):
         started = time.time()
-        result = fn(*a, log=quiet)
+        result = fn(*a, **kw)
         times[name] = times.get(name, 0.0) + time.time() - started
         print(f"[{time.time() - t0:7.1f}s] {name} done in {times[name]:.1f}s", flush=True)
         return result
@@ -68,32 +78,50 @@ def run(args: argparse.Namespace) -> dict:
     adapter = timed("train (LoRA)", stages.lora_adapter, cfg, base, dataset)
     merged = timed("merge", stages.merged_model, cfg, base, adapter)
     evals = timed("data: eval set", stages.eval_set, cfg, dataset)
-    reports = {}
-    for name, version, c in (("base", base.info["version_key"], base_cfg),
-                             ("finetuned", merged.info["version_key"], cfg)):
+    baselines = timed("baselines", stages.prompt_baselines, cfg, base, dataset)
+    reports, versions = {}, {"base": base.info["version_key"], **{b: b for b in baselines},
+                             "finetuned": merged.info["version_key"]}
+    for name, version in versions.items():
+        c = cfg if name == "finetuned" else base_cfg
         how = "free + constrained" if c.eval.classification.constrained else "free"
         ref = timed(f"eval {name} ({how})", stages.model_eval, c, version, evals)
         reports[name] = ref.info
+    suite = stages.general_suite(cfg)
+    for name, version in versions.items():
+        timed("general suite (all versions)", stages.general_eval, cfg, version, suite)
+    # The leaderboard of the task config (the base and baselines were evaluated with base_cfg's settings).
+    board = Leaderboard.load(promotion_stages.leaderboard(base_cfg if args.no_base_constrained else cfg, evals,
+                                                          list(versions.values()), general=suite).dir)
     return {"cfg": cfg, "dataset": dataset.info, "adapter": adapter.info, "reports": reports, "times": times,
-            "artifacts": str(artifacts), "total": time.time() - t0}
+            "artifacts": str(artifacts), "total": time.time() - t0, "board": board, "versions": versions}
 
 
 def table(result: dict) -> str:
     def pct(x):
         return f"{100 * x:.1f}" if x is not None else "-"
 
+    def ci(row, metric):
+        c = row.intervals.get(metric) if row else None
+        return f" [{100 * c.low:.1f}, {100 * c.high:.1f}]" if c else ""
+
     rows = []
     base = result["cfg"].model.base_model
-    for name, label in (("base", f"base model {base}, no fine-tuning"), ("finetuned", "fine-tuned (LoRA)")):
-        m = result["reports"][name]["metrics"]
-        rows.append((f"{label}, free generation", m["classification/accuracy"], m["classification/macro_f1"],
-                     m["classification/valid_label"]))
-        if "constrained/accuracy" in m:
-            rows.append((f"{label}, constrained to the labels", m["constrained/accuracy"],
-                         m["constrained/macro_f1"], m["constrained/valid_label"]))
-    lines = ["| model | accuracy % | macro-F1 % | valid label % |", "|---|---|---|---|"]
-    lines += [f"| {r[0]} | {pct(r[1])} | {pct(r[2])} | {pct(r[3])} |" for r in rows]
-    lines += [f"| paper: dual sentence encoders, {k} (Casanueva et al. 2020) | {v} | - | - |" for k, v in PAPER.items()]
+    board = {r.version: r for r in result["board"].rows}
+    for name, version in result["versions"].items():
+        label = {"base": f"base model {base}, zero-shot", "finetuned": "fine-tuned (LoRA)"}.get(
+            name, f"{version} (prompting baseline)")
+        m, row = result["reports"][name]["metrics"], board.get(version)
+        general = (f"{row.metrics['general/drift']:+.3f}" if row and "general/drift" in row.metrics else "-")
+        cost = (f"{row.latency_p50_s:.2f} | {row.prompt_tokens:.0f} | {row.usd_per_1k_requests:.4f}"
+                if row and row.latency_p50_s is not None and row.usd_per_1k_requests is not None else "- | - | -")
+        for kind, prefix in (("free generation", "classification/"), ("constrained to the labels", "constrained/")):
+            if f"{prefix}accuracy" in m:
+                rows.append(f"| {label}, {kind} | {pct(m[f'{prefix}accuracy'])}{ci(row, f'{prefix}accuracy')} | "
+                            f"{pct(m[f'{prefix}macro_f1'])} | {pct(m[f'{prefix}valid_label'])} | {general} | {cost} |")
+    lines = ["| model | accuracy % [95% CI] | macro-F1 % | valid label % | general drift (nats/token) | "
+             "latency p50 s | prompt tokens | $/1k requests |", "|---|---|---|---|---|---|---|---|", *rows]
+    lines += [f"| paper: dual sentence encoders, {k} (Casanueva et al. 2020) | {v} | - | - | - | - | - | - |"
+              for k, v in PAPER.items()]
     return "\n".join(lines)
 
 
@@ -123,6 +151,10 @@ def main(argv=None) -> int:
     print(f"training: {a.get('steps')} steps, final train loss {a.get('final_loss')}, eval loss {a.get('eval_loss')}, "
           f"{a.get('tokens_per_second')} non-pad tokens/s, stopped early: {a.get('stopped_early')}")
     print(f"\n{table(result)}\n")
+    print("verdict:")
+    for line in result["board"].verdict:
+        print(f"  - {line}")
+    print()
     print("| stage | wall s |\n|---|---|")
     for name, seconds in times.items():
         print(f"| {name} | {seconds:.1f} |")
@@ -135,6 +167,8 @@ def main(argv=None) -> int:
         "finetuned_accuracy": reports["finetuned"]["metrics"]["classification/accuracy"],
         "constrained_accuracy": reports["finetuned"]["metrics"].get("constrained/accuracy"),
         "finetuned_macro_f1": reports["finetuned"]["metrics"]["classification/macro_f1"],
+        "baselines_accuracy": {name: r["metrics"]["classification/accuracy"] for name, r in reports.items()
+                               if name not in ("base", "finetuned")},
         "test_rows": reports["finetuned"]["metrics"]["n"],
         "train_seconds": round(times["train (LoRA)"], 1),
         "eval_seconds": round(eval_seconds, 1),

@@ -167,3 +167,12 @@ def test_leaderboard_verdict_compares_the_best_fine_tuned_with_the_best_baseline
     assert tuned.version in board.verdict[0] and prompted.version in board.verdict[0]
     assert any(line.startswith("Cost to run:") for line in board.verdict)
     assert "**Verdict**" in (ref.dir / "leaderboard.md").read_text()
+
+
+def test_a_prompted_champion_is_served_as_its_model_with_the_recipe_named(baseline_run):
+    cfg, base, dataset, _ = baseline_run
+    key = stages.prompt_baselines(cfg, base, dataset)[1]  # 3-shot, constrained to the JSON shape
+    _, spec = promotion_stages.serving_spec(cfg, key)
+    assert spec.version == key and spec.kind == "prompted"
+    assert spec.vllm_model_name == base.info["version_key"]  # the server serves the model it prompts
+    assert "prompt_recipe/" in spec.note and "structured outputs" in spec.note

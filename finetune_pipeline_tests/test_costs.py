@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from finetune_pipeline.lib.config import config_from_dict
-from finetune_pipeline.lib.evaluation.report import EvalReport
+from finetune_pipeline.lib.evaluation.report import EvalReport, TokenUsage
 from finetune_pipeline.lib.models.device import DeviceInfo
 from finetune_pipeline.lib.stages.promotion import version_inference_cost
 from finetune_pipeline.lib.versions.config import CostConfig
@@ -96,7 +96,7 @@ def test_leaderboard_markdown_shows_devices_inference_cost_and_why_a_cost_is_unk
     text = Leaderboard.ranked("set", 4, "exact_match", rows, {}).markdown()
     header, _, row = text.splitlines()[:3]
     assert "$/1k requests" in header and "eval device" in header and "train device" in header
-    assert "| NVIDIA H200 |" in row and "| Intel Xeon | 0.500 | 0.0500 |" in row
+    assert "| NVIDIA H200 |" in row and "| 0.500 | 0.0500 | Intel Xeon |" in row
     assert "*full-abc: training cost unknown: NVIDIA H200 has no price*" in text
 
 
@@ -115,9 +115,14 @@ def test_inference_cost_behind_an_endpoint_is_unknown_unless_costs_endpoint_devi
     on_l4 = config_from_dict({"costs": {"endpoint_device": "NVIDIA L4"}}, tmp_path)
     priced = version_inference_cost(on_l4, local, _report("openai", None))
     assert priced.device == "NVIDIA L4" and priced.usd_per_1k_requests == pytest.approx(500 / 3600 * 0.80, abs=1e-6)
-    # An OpenAI model is billed per token by OpenAI, whatever the endpoint setting.
+    # An OpenAI model is billed per token by OpenAI, whatever the endpoint setting: without the eval's token
+    # counts it is unknown, with them it is tokens x the fine-tuned model's token prices.
     billed = version_inference_cost(on_l4, remote, _report("openai", None))
-    assert billed.usd_per_1k_requests is None and "per token" in billed.note
+    assert billed.usd_per_1k_requests is None and "recorded no tokens" in billed.note
+    counted = _report("openai", None).model_copy(update={"tokens": TokenUsage(
+        prompt_per_request=100, completion_per_request=10, counted_by="api usage")})
+    billed = version_inference_cost(on_l4, remote, counted)
+    assert billed.device == "api" and billed.usd_per_1k_requests == pytest.approx(1000 * (100 * 0.30 + 10 * 1.20) / 1e6)
     # A local backend recorded its own device, which wins.
     cpu = version_inference_cost(on_l4, local, _report("transformers", DeviceInfo(type="cpu", name="Xeon")))
     assert cpu.device == "Xeon" and cpu.usd_per_1k_requests == pytest.approx(500 / 3600 * 0.10, abs=1e-6)

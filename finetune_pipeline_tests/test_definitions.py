@@ -15,12 +15,14 @@ def test_definitions_load_with_expected_assets_groups_and_edges():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model", "model_eval",
-        "openai_fine_tuned_model", "eval_set", "leaderboard", "champion", "serving_spec"}
+        "openai_fine_tuned_model", "eval_set", "leaderboard", "champion", "serving_spec", "prompt_baselines",
+        "general_suite", "general_eval"}
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {"raw_examples": "data", "training_dataset": "data", "base_model": "training",
                       "lora_adapter": "training", "merged_model": "training", "model_eval": "evaluation",
                       "openai_fine_tuned_model": "openai", "eval_set": "data", "leaderboard": "promotion",
-                      "champion": "promotion", "serving_spec": "promotion"}
+                      "champion": "promotion", "serving_spec": "promotion", "prompt_baselines": "training",
+                      "general_suite": "data", "general_eval": "evaluation"}
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
     assert parents["training_dataset"] == ["base_model", "raw_examples"]
@@ -28,8 +30,12 @@ def test_definitions_load_with_expected_assets_groups_and_edges():
     assert parents["merged_model"] == ["base_model", "lora_adapter"]
     assert parents["openai_fine_tuned_model"] == ["training_dataset"]
     assert parents["eval_set"] == ["training_dataset"]
-    assert parents["model_eval"] == ["base_model", "eval_set", "merged_model"]
-    assert parents["leaderboard"] == ["eval_set", "model_eval"]
+    assert parents["prompt_baselines"] == ["base_model", "training_dataset"]
+    assert parents["model_eval"] == ["base_model", "eval_set", "merged_model", "prompt_baselines"]
+    # Each eval suite is its own asset, partitioned by version like model_eval.
+    assert parents["general_eval"] == ["base_model", "general_suite", "merged_model", "prompt_baselines"]
+    assert graph.get(dg.AssetKey("general_eval")).partitions_def == graph.get(dg.AssetKey("model_eval")).partitions_def
+    assert parents["leaderboard"] == ["eval_set", "general_eval", "general_suite", "model_eval"]
     assert parents["champion"] == ["leaderboard"] and parents["serving_spec"] == ["champion"]
 
 

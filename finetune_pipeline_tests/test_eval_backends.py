@@ -100,7 +100,8 @@ def test_openai_version_is_evaluated_through_the_endpoint_by_remote_id(cfg, eval
         route = mock.post("https://api.openai.com/v1/chat/completions").mock(side_effect=_answer)
         ref = stages.model_eval(cfg, "ft-acme", eval_set)
     assert ref.info["metrics"]["exact_match"] == 1.0 and ref.info["metrics"]["n"] == 3
-    assert route.call_count == 3
+    # The 3 rows, then each sent alone again for the single-request latency (eval.latency_requests, capped at 3).
+    assert route.call_count == 6
     sent = [json.loads(call.request.content) for call in route.calls]
     assert {s["model"] for s in sent} == {REMOTE_ID}
     assert all(s["temperature"] == 0 and s["max_completion_tokens"] == cfg.eval.max_new_tokens for s in sent)

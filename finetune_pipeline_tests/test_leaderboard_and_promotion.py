@@ -82,8 +82,10 @@ def test_leaderboard_ranks_by_primary_metric_with_costs_and_pictures(board_setup
     # OpenAI training cost from the price table: tokens x USD per 1M tokens.
     assert [r.cost_usd for r in board.rows] == pytest.approx([0.3, 0.6, 0.9])
     assert [r.tokens_trained for r in board.rows] == [100_000, 200_000, 300_000]
-    # OpenAI bills answers per token: no device-hour price per request, and the table says why.
-    assert all(r.usd_per_1k_requests is None and "per token" in r.inference_note for r in board.rows)
+    # OpenAI bills answers per token: the eval's billed tokens (31 in, 17 out) at ft:gpt-4o-mini's token prices.
+    assert all(r.inference_device == "api" and r.prompt_tokens == 31 and r.completion_tokens == 17
+               for r in board.rows)
+    assert [r.usd_per_1k_requests for r in board.rows] == pytest.approx([1000 * (31 * 0.30 + 17 * 1.20) / 1e6] * 3)
     assert (ref.dir / "metrics.png").read_bytes().startswith(PNG)
     assert (ref.dir / "confusion_category.png").read_bytes().startswith(PNG)
     confusion = ref.info["confusion"]
@@ -91,8 +93,8 @@ def test_leaderboard_ranks_by_primary_metric_with_costs_and_pictures(board_setup
     assert confusion["labels"] == ["account", "billing", "shipping"]
     assert confusion["matrix"] == [[1, 0, 0], [0, 2, 0], [0, 0, 1]]  # the best version: all on the diagonal
     table = board.markdown()
-    assert table.splitlines()[2].startswith("| 1 | ft-good | openai | 1.000 |")
-    assert f"| {eval_set.key} |" in table and "*ft-unevaluated: not evaluated" in table
+    assert table.splitlines()[2].startswith("| 1 | ft-good | openai | 1.000 [1.000, 1.000] |")
+    assert f"suites: task {eval_set.key}" in table and "*ft-unevaluated: not evaluated" in table
     # Same evals, same leaderboard artifact.
     assert promotion_stages.leaderboard(cfg, eval_set, [*CORRECT, "ft-unevaluated"]).cache_hit
 

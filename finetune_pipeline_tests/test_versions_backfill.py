@@ -164,7 +164,8 @@ def test_backfill_evaluates_every_version_and_leaderboard_ranks_them(evaluated, 
     assert backfill.tags["finetune/command"] == "backfill-evals"
     targets = backfill.asset_backfill_data.target_subset
     assert set(targets.get_partitions_subset(dg.AssetKey("model_eval")).get_partition_keys()) == set(versions.keys)
-    assert {k.to_user_string() for k in targets.asset_keys} == {"model_eval", *PROMOTION}
+    # Both eval suites by default (--suite all): the test split and the general suite.
+    assert {k.to_user_string() for k in targets.asset_keys} == {"model_eval", "general_eval", *PROMOTION}
 
     assert instance.get_backfill(backfill.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
     # What the UI shows: the running webserver's answer to the backfills page's query.
@@ -172,7 +173,7 @@ def test_backfill_evaluates_every_version_and_leaderboard_ranks_them(evaluated, 
     [row] = shown["partitionBackfillsOrError"]["results"]
     assert row["id"] == backfill.backfill_id and row["status"] == "COMPLETED_SUCCESS" and row["isAssetBackfill"]
     assert row["title"] == "backfill-evals: 3 model version(s)" and row["numPartitions"] == 3
-    assert sorted(a["path"][0] for a in row["assetSelection"]) == sorted(["model_eval", *PROMOTION])
+    assert sorted(a["path"][0] for a in row["assetSelection"]) == sorted(["model_eval", "general_eval", *PROMOTION])
     # multi_run backfill policy: one run per version.
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
     eval_runs = [r for r in runs if r.tags.get(PARTITION_TAG)]
@@ -193,7 +194,7 @@ def test_backfill_evaluates_every_version_and_leaderboard_ranks_them(evaluated, 
     assert board["primary_metric"] == "exact_match" and board["eval_set"] == versions.eval_set.key
     assert board_meta["metrics_chart"].value.startswith("![metrics by version](data:image/png;base64,")
     assert "data:image/png;base64," in board_meta["confusion_matrix"].value
-    assert f"| {versions.eval_set.key} |" in board_meta["table"].value
+    assert f"suites: task {versions.eval_set.key}" in board_meta["table"].value
     rows = {r["version"]: r for r in board["rows"]}
     assert rows[versions.base]["cost_usd"] == 0.0 and rows[versions.base]["tokens_trained"] == 0
     for key in (versions.lora_a, versions.lora_b):

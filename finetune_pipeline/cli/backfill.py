@@ -21,6 +21,8 @@ START = "start it with `dagster dev -w workspace.yaml` (or pass --url)"
 SERVES_US = "is it the webserver `dagster dev -w workspace.yaml` starts for this project?"
 PROMOTION = ("leaderboard", "champion", "serving_spec")
 EVAL_ASSET = "model_eval"  # partitioned by model version (dynamic partitions `model_versions`)
+# One asset per eval suite, each partitioned by version: backfilling a suite is selecting its asset.
+SUITES = {"task": ("model_eval",), "general": ("general_eval",), "all": ("model_eval", "general_eval")}
 REQUEST_TIMEOUT_S = 120.0  # generous: a launch cut short may still land, and must not be sent twice
 
 # model_eval's partition keys are the registered model versions (its partitions are dynamic).
@@ -147,7 +149,8 @@ def cmd_backfill_evals(args: argparse.Namespace) -> int:
     if not versions:
         raise ValueError("no model versions registered yet: materialize base_model (or run "
                          "`finetune-pipeline demo`) first")
-    selection = [EVAL_ASSET] + ([] if args.no_promote else list(PROMOTION))
+    suites = list(SUITES[getattr(args, "suite", "all")])
+    selection = suites + ([] if args.no_promote else list(PROMOTION))
     params = {
         "partitionNames": versions,
         "assetSelection": [{"path": [key]} for key in selection],
@@ -161,7 +164,7 @@ def cmd_backfill_evals(args: argparse.Namespace) -> int:
     if result.get("__typename") != "LaunchBackfillSuccess":
         raise WebserverError(f"the Dagster webserver at {url} did not launch the backfill: {_launch_error(result)}")
     backfill_id = result["backfillId"]
-    print(f"backfill {backfill_id}: {EVAL_ASSET} over {len(versions)} version(s): {', '.join(versions)}"
+    print(f"backfill {backfill_id}: {', '.join(suites)} over {len(versions)} version(s): {', '.join(versions)}"
           + ("" if args.no_promote else f"; then {', '.join(PROMOTION)}"))
     print(f"  launched through {url}/graphql, as the UI's Materialize button does; the daemon started by "
           f"`dagster dev -w workspace.yaml` runs it; watch it at {url}/runs/b/{backfill_id}")

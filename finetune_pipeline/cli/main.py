@@ -48,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     backfill = sub.add_parser("backfill-evals", help="launch a Dagster backfill that re-evaluates model versions")
     backfill.add_argument("versions", nargs="*", help="version keys (default: every registered version)")
     backfill.add_argument("--config", help="config YAML the backfill's runs use (default: the code location's)")
+    backfill.add_argument("--suite", choices=("all", "task", "general"), default="all",
+                          help="which eval suites: task (model_eval, the test split), general (general_eval, the "
+                               "general suite: forgetting) or all (default)")
     backfill.add_argument("--no-promote", action="store_true",
-                          help="only model_eval; leave leaderboard, champion and serving_spec alone")
+                          help="only the evals; leave leaderboard, champion and serving_spec alone")
     backfill.add_argument("--url", default="http://127.0.0.1:3000",
                           help="the running Dagster webserver that launches it, as the UI does "
                                "(default: http://127.0.0.1:3000, where `dagster dev -w workspace.yaml` serves)")

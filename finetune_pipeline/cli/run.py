@@ -68,10 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _baseline_versions(result) -> list[str]:
     """The prompting baselines' version keys, as the prompt_baselines asset recorded them in this run."""
-    for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
-        if materialization.asset_key.to_user_string() == "prompt_baselines":
-            return list(materialization.metadata["versions"].value)
+    for materialization in result.asset_materializations_for_node("prompt_baselines"):
+        return list(materialization.metadata["versions"].value)
     return []
 
 

@@ -56,7 +56,7 @@ def with_interval(value: Any, interval: Any) -> Any:
     """`value [low, high]` (an interval: anything with .low and .high), or the value alone."""
     if interval is None or value in ("", None):
         return value
-    return f"{fmt(value, 4)} [{fmt(interval.low, 3)}, {fmt(interval.high, 3)}]"
+    return f"{fmt(value)} [{fmt(interval.low)}, {fmt(interval.high)}]"
 
 
 def png_markdown(png: bytes | str | Path, alt: str) -> str:

@@ -183,7 +183,15 @@ def leaderboard(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str],
 def serving_spec(cfg: PipelineConfig, champion: str, run_id: str | None = None) -> tuple[ArtifactRef, ServingSpec]:
     """serve_vllm.sh and serve_transformers.sh for the champion (its kind says how it is served)."""
     version = registry(cfg).get(champion)
-    spec = kinds.get(version.kind).serving_spec(version, store(cfg), cfg.serving)
+    answering = answering_version(cfg, version)
+    spec = kinds.get(answering.kind).serving_spec(answering, store(cfg), cfg.serving)
+    if answering.key != version.key:  # a prompting baseline: its model is served, and clients send the prompt
+        recipe = f"{version.artifact.asset}/{version.artifact.key}/prompt.json" if version.artifact else "its recipe"
+        spec.version, spec.kind = version.key, version.kind
+        spec.note = (f"serves {answering.key}, the model this prompting baseline prompts; every request must carry "
+                     f"the recipe in {recipe} (its shots before the user turn"
+                     + (", and its allowed outputs as vLLM structured outputs `choice`" if version.info.get(
+                         "constraint") else "") + ")")
 
     def build(out: Path) -> dict:
         spec.write(out)

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.config import PipelineConfig
+from finetune_pipeline.lib.training.config import TrainConfig
 from finetune_pipeline.lib.stages.common import artifact_key, build_artifact, store
 from finetune_pipeline.lib.stages.models import base_model_dir
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
@@ -56,7 +58,11 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
     recipe = {"base": base.key, "dataset": dataset.key, "train": trained, "dtype": cfg.model.dtype}
     general_file = None
     if cfg.train.general_mix_ratio > 0:
-        general_file = cfg.path(cfg.train.general_mix_source)
+        source = cfg.train.general_mix_source
+        general_file = cfg.path(source)
+        if not general_file.is_file() and source == TrainConfig.model_fields["general_mix_source"].default:
+            # The default names the shipped file, which is not beside a config kept in configs/.
+            general_file = PROJECT_ROOT / source
         if not general_file.is_file():
             raise FileNotFoundError(f"train.general_mix_source: {general_file} does not exist "
                                     f"(train.general_mix_ratio is {cfg.train.general_mix_ratio})")
