@@ -89,9 +89,10 @@ def run(args: argparse.Namespace) -> dict:
     suite = stages.general_suite(cfg)
     for name, version in versions.items():
         timed("general suite (all versions)", stages.general_eval, cfg, version, suite)
-    # The leaderboard of the task config (the base and baselines were evaluated with base_cfg's settings).
-    board = Leaderboard.load(promotion_stages.leaderboard(base_cfg if args.no_base_constrained else cfg, evals,
-                                                          list(versions.values()), general=suite).dir)
+    # The leaderboard ranks evals made with the same settings: with --no-base-constrained the base and the
+    # baselines were evaluated without the constrained pass, so it holds the fine-tuned version alone and
+    # gives no verdict.
+    board = Leaderboard.load(promotion_stages.leaderboard(cfg, evals, list(versions.values()), general=suite).dir)
     return {"cfg": cfg, "dataset": dataset.info, "adapter": adapter.info, "reports": reports, "times": times,
             "artifacts": str(artifacts), "total": time.time() - t0, "board": board, "versions": versions}
 

@@ -53,7 +53,8 @@ def seed_row(text: str, category: str = "billing", **extra) -> dict:
 
 
 # What `train_and_merge` (the "data" and "training" groups) materializes, cache hits included.
-TRAIN_AND_MERGE = ["base_model", "eval_set", "lora_adapter", "merged_model", "raw_examples", "training_dataset"]
+TRAIN_AND_MERGE = ["base_model", "eval_set", "general_suite", "lora_adapter", "merged_model", "prompt_baselines",
+                   "raw_examples", "training_dataset"]
 
 
 def materialized(result) -> list[str]:

@@ -42,7 +42,7 @@ def test_full_fine_tune_is_a_version_on_the_leaderboard_and_can_be_champion(tmp_
     assert merged.info["version_key"] == key and not list(merged.dir.glob("*.safetensors"))
 
     eval_run = defs.resolve_job_def("evaluate_version").execute_in_process(instance=instance, partition_key=key)
-    assert materialized(eval_run) == [f"model_eval[{key}]"]
+    assert materialized(eval_run) == [f"general_eval[{key}]", f"model_eval[{key}]"]
     promote = defs.resolve_job_def("promote").execute_in_process(instance=instance)
     assert materialized(promote) == ["champion", "leaderboard", "serving_spec"]
 

@@ -18,8 +18,8 @@ from finetune_pipeline.lib.config import config_from_dict
 from finetune_pipeline.lib.evaluation.confusion import NO_VALUE
 from finetune_pipeline.lib.evaluation.confusion import confusion_matrix as confusion_of_answers
 from finetune_pipeline.lib.evaluation.report import confusion_of
-from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.stages import promotion as promotion_stages
+from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.versions.leaderboard import Leaderboard
 from finetune_pipeline.lib.versions.promotion import PromotionStore, decide
 from finetune_pipeline.lib.versions.registry import Registry

@@ -288,12 +288,12 @@ def test_pipeline_in_dagster_on_a_bucket_survives_fresh_pods(s3, tmp_path, monke
         shutil.rmtree(mirror)
         eval_job = defs.resolve_job_def("evaluate_version")
         assert materialized(defs.resolve_job_def("evaluate_version").execute_in_process(
-            instance=instance, partition_key=lora)) == [f"model_eval[{lora}]"]
+            instance=instance, partition_key=lora)) == [f"general_eval[{lora}]", f"model_eval[{lora}]"]
         assert (mirror / "merged_model").is_dir() and (mirror / "eval_set").is_dir()
         assert not (mirror / "lora_adapter").exists() and not (mirror / "raw_examples").exists()
         base = sorted(instance.get_dynamic_partitions("model_versions"))[0]
         assert base.startswith("base-") and materialized(
-            eval_job.execute_in_process(instance=instance, partition_key=base)) == [f"model_eval[{base}]"]
+            eval_job.execute_in_process(instance=instance, partition_key=base)) == [f"general_eval[{base}]", f"model_eval[{base}]"]
 
         # Another fresh pod: the nightly retrain with nothing changed is a cache hit from the bucket.
         shutil.rmtree(mirror)

@@ -25,7 +25,7 @@ def _materialization(instance, asset: str, partition: str | None = None):
 
 @pytest.mark.slow
 def test_full_graph_then_cache_hit_then_lineage(tmp_path, monkeypatch, instance, capsys):
-    config_path = write_config(tmp_path, SAMPLE_RAW)
+    config_path = write_config(tmp_path, SAMPLE_RAW, baselines=[{"shots": 2, "constrained": True}])
     monkeypatch.setenv("FINETUNE_PIPELINE_CONFIG", str(config_path))
 
     result = defs.resolve_job_def("train_and_merge").execute_in_process(instance=instance)
@@ -43,13 +43,14 @@ def test_full_graph_then_cache_hit_then_lineage(tmp_path, monkeypatch, instance,
     dataset_meta = _materialization(instance, "training_dataset").metadata
     assert dataset_meta["raw_rows"].value == dataset_meta["kept"].value + dataset_meta["quarantined"].value == 672
 
-    # Both versions are partitions of model_eval; evaluate each by name.
+    # The base, the prompting baseline and the fine-tune are partitions of both eval suites; evaluate each by name.
     versions = sorted(instance.get_dynamic_partitions("model_versions"))
     assert versions[0] == "base-tiny-random" and versions[1].startswith("lora-")
+    assert versions[2].startswith("prompt-tiny-random-2shot-json-") and len(versions) == 3
     eval_job = defs.resolve_job_def("evaluate_version")
     for version in versions:
         assert materialized(eval_job.execute_in_process(instance=instance, partition_key=version)) == [
-            f"model_eval[{version}]"]
+            f"general_eval[{version}]", f"model_eval[{version}]"]
         meta = _materialization(instance, "model_eval", version).metadata
         predictions = [json.loads(line)["prediction"] for line in open(meta["predictions"].value)]
         valid = sum(isinstance(_json_or_none(p), dict) for p in predictions) / len(predictions)
@@ -61,7 +62,13 @@ def test_full_graph_then_cache_hit_then_lineage(tmp_path, monkeypatch, instance,
     out = capsys.readouterr().out
     assert "adapter: CACHE HIT (reused, not retrained)" in out
     assert _materialization(instance, "lora_adapter").metadata["cache_hit"].value is True
-    assert f"| {versions[0]} |" in out and f"| {versions[1]} |" in out
+    assert all(f"| {v} |" in out for v in versions)
+    # The demo ends with the leaderboard's verdict and the champion the promote job chose.
+    verdict = out.split("verdict:", 1)[1]
+    assert f"fine-tuned {versions[1]}" in verdict and "Forgetting: " in verdict and "Cost to run: " in verdict
+    assert "champion: " in out
+    board = _materialization(instance, "leaderboard").metadata
+    assert board["verdict"].value.startswith("- ") and "general" in board["suites"].value
 
     # Lineage from the fine-tuned version back to the raw file.
     assert cli.main(["lineage", versions[1], "--config", str(config_path)]) == 0

@@ -114,7 +114,7 @@ def test_graph_materializes_into_postgres(production_instance, postgres, tmp_pat
     assert versions[0] == "base-tiny-random" and versions[1].startswith("lora-")
     evaluated = defs.resolve_job_def("evaluate_version").execute_in_process(instance=instance,
                                                                             partition_key=versions[1])
-    assert materialized(evaluated) == [f"model_eval[{versions[1]}]"]
+    assert materialized(evaluated) == [f"general_eval[{versions[1]}]", f"model_eval[{versions[1]}]"]
 
     # Read back from the database itself, not through Dagster's storage classes.
     runs = dict(_sql(postgres, "SELECT run_id, status FROM runs"))

@@ -57,7 +57,7 @@ def test_qlora_on_the_tiny_model_through_dagster_adapter_merged_eval(tmp_path, m
 
     version = next(v for v in instance.get_dynamic_partitions("model_versions") if v.startswith("lora-"))
     evaluation = defs.resolve_job_def("evaluate_version").execute_in_process(instance=instance, partition_key=version)
-    assert materialized(evaluation) == [f"model_eval[{version}]"]
+    assert materialized(evaluation) == [f"general_eval[{version}]", f"model_eval[{version}]"]
     assert _latest(instance, "model_eval", version)["n"].value == 6
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.reporting.markdown import fmt, markdown_table, metrics_table, with_interval
-from finetune_pipeline.lib.versions.leaderboard import Leaderboard
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
+from finetune_pipeline.lib.versions.leaderboard import Leaderboard
 
 
 def print_summary(cfg: PipelineConfig, refs: dict[str, ArtifactRef], evals: dict[str, ArtifactRef],

@@ -135,7 +135,8 @@ def general_eval(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     return artifact_output(
         ref, **{name.replace("/", "_"): float(value) for name, value in metrics.items()},
         weights_of=info["weights_of"], base_version=str(info.get("base_version")),
-        report=dg.MetadataValue.md(metrics_table({version: metrics}, intervals={version: intervals}) if metrics else info.get("note", "")))
+        report=dg.MetadataValue.md(metrics_table({version: metrics}, intervals={version: intervals}) if metrics
+                                   else info.get("note", "")))
 
 
 evaluate_new_versions = dg.AutomationConditionSensorDefinition(

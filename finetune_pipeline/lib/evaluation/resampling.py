@@ -86,7 +86,8 @@ def _paired_bootstrap(a: Answers, b: Answers, metric: str, confidence: float, re
     diffs_arr = np.array(diffs)
     tail = (1 - confidence) / 2 * 100
     p = (1 + int(np.sum(diffs_arr <= 0))) / (1 + resamples)
-    interval = ConfidenceInterval(low=float(np.percentile(diffs_arr, tail)), high=float(np.percentile(diffs_arr, 100 - tail)),
+    interval = ConfidenceInterval(low=float(np.percentile(diffs_arr, tail)),
+                                  high=float(np.percentile(diffs_arr, 100 - tail)),
                                   confidence=confidence, method=f"paired bootstrap, {resamples} resamples")
     return PairedTest(a_mean=value_a, b_mean=value_b, difference=value_a - value_b, p_value=min(p, 1.0),
                       method="paired-bootstrap", n=n, discordant=None, interval=interval)

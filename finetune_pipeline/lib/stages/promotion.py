@@ -8,12 +8,12 @@ from pathlib import Path
 
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.data.raw_files import RawDataError, list_raw_files, raw_name
+from finetune_pipeline.lib.evaluation import resampling
 from finetune_pipeline.lib.evaluation.backends import BackendError
 from finetune_pipeline.lib.evaluation.report import EvalReport, confusion_of
+from finetune_pipeline.lib.evaluation.significance import PairedTest
 from finetune_pipeline.lib.reporting.charts import confusion_file, confusion_png, metrics_bar_chart
 from finetune_pipeline.lib.stages.common import build_artifact, registry, store
-from finetune_pipeline.lib.evaluation import resampling
-from finetune_pipeline.lib.evaluation.significance import PairedTest
 from finetune_pipeline.lib.stages.evaluation import answering_version, is_remote, model_eval_key
 from finetune_pipeline.lib.stages.general import GeneralReport, general_eval_key
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef

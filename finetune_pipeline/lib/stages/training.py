@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.config import PipelineConfig
-from finetune_pipeline.lib.training.config import TrainConfig
 from finetune_pipeline.lib.stages.common import artifact_key, build_artifact, store
 from finetune_pipeline.lib.stages.models import base_model_dir
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.storage.hashing import hash_file
+from finetune_pipeline.lib.training.config import TrainConfig
 from finetune_pipeline.lib.training.detached import (
     collect_result,
     detach,

@@ -178,8 +178,9 @@ def api_inference_cost(model: str, tokens: Any, costs: "CostConfig") -> Inferenc
     if tokens is None:
         return InferenceCost(device="api", note=f"inference cost unknown: the eval of {model} recorded no tokens")
     if key is None:
+        known = ", ".join(sorted(costs.api_per_1m_tokens))
         return InferenceCost(device="api", note=f"inference cost unknown: {model} has no price in "
-                                                f"costs.api_per_1m_tokens (known: {', '.join(sorted(costs.api_per_1m_tokens))})")
+                                                f"costs.api_per_1m_tokens (known: {known})")
     price = costs.api_per_1m_tokens[key]
     usd = 1000 * (tokens.prompt_per_request * price.input + tokens.completion_per_request * price.output) / 1_000_000
     return InferenceCost(device="api", usd_per_1k_requests=round(usd, 6))

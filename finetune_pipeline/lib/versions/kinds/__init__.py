@@ -24,7 +24,8 @@ from __future__ import annotations
 from finetune_pipeline.lib.versions.kinds import base, full, lora_merged, openai, prompted
 from finetune_pipeline.lib.versions.kinds.kind import VersionKind
 
-KINDS: dict[str, VersionKind] = {k.name: k for k in (base.KIND, lora_merged.KIND, full.KIND, openai.KIND, prompted.KIND)}
+KINDS: dict[str, VersionKind] = {k.name: k for k in (base.KIND, lora_merged.KIND, full.KIND, openai.KIND,
+                                                     prompted.KIND)}
 
 
 def get(name: str) -> VersionKind:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from finetune_pipeline.lib.models.base_models import spec_slug
 from finetune_pipeline.lib.versions.costs import VersionCost, training_cost
 from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
-from finetune_pipeline.lib.versions.version import base_key
 from finetune_pipeline.lib.versions.retraining import TrainedFrom, trained_from_training
+from finetune_pipeline.lib.versions.version import base_key
 
 if TYPE_CHECKING:
     from finetune_pipeline.lib.storage.artifacts import ArtifactStore

@@ -8,8 +8,8 @@ from finetune_pipeline.lib.versions.costs import VersionCost
 from finetune_pipeline.lib.versions.serving import ServingSpec, local_serving_spec
 
 if TYPE_CHECKING:
-    from finetune_pipeline.lib.storage.artifacts import ArtifactStore
     from finetune_pipeline.lib.evaluation.prompt_recipe import PromptRecipe
+    from finetune_pipeline.lib.storage.artifacts import ArtifactStore
     from finetune_pipeline.lib.versions.config import CostConfig, ServingConfig
     from finetune_pipeline.lib.versions.retraining import TrainedFrom
     from finetune_pipeline.lib.versions.version import ModelVersion

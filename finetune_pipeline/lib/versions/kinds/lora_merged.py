@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from finetune_pipeline.lib.models.base_models import spec_slug
 from finetune_pipeline.lib.versions.costs import VersionCost, training_cost
 from finetune_pipeline.lib.versions.kinds.kind import LocalWeightsKind
-from finetune_pipeline.lib.versions.version import base_key
 from finetune_pipeline.lib.versions.retraining import TrainedFrom, trained_from_merged
 from finetune_pipeline.lib.versions.serving import ServingSpec, lora_serving_spec
+from finetune_pipeline.lib.versions.version import base_key
 
 if TYPE_CHECKING:
     from finetune_pipeline.lib.storage.artifacts import ArtifactStore

@@ -1,0 +1,28 @@
+"""benchmarks/banking77.py runs end to end (on the tiny random model and 20 test rows, so it is quick here):
+its stages, the prompting baseline from configs/banking77.yaml, the general suite and the verdict."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from finetune_pipeline.lib import PROJECT_ROOT
+
+
+@pytest.mark.slow
+def test_banking77_benchmark_prints_baselines_forgetting_and_the_verdict(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("banking77_bench", PROJECT_ROOT / "benchmarks" / "banking77.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--base-model", "tiny-random", "--limit", "20", "--epochs", "0.05", "--quiet",
+                       "--artifacts", str(tmp_path / "artifacts")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["test_rows"] == 20 and list(summary["baselines_accuracy"]) == ["prompt-tiny-random-10shot-" +
+                                                                                  list(summary["baselines_accuracy"])[0][-8:]]
+    table = out.split("| model |", 1)[1]
+    assert "(prompting baseline), free generation" in table and "fine-tuned (LoRA), constrained to the labels" in table
+    assert "general drift" in table and "$/1k requests" in table
+    assert "verdict:" in out and "Forgetting: " in out.split("verdict:", 1)[1]
