@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> dict:
         overrides["train"] = {"epochs": args.epochs}
     if args.base_model:
         overrides["model"] = {"base_model": args.base_model}
+    if args.free_only:  # every version evaluated with free generation only (the constrained pass skipped)
+        overrides["eval"]["classification"] = {"constrained": False}
     cfg = load_config(args.config, overrides)
     # The base model's constrained pass costs a full decoding of the test split (~5 min here): it shows
     # how much of the gain is only the label format. --no-base-constrained skips it.
@@ -136,6 +138,9 @@ def main(argv=None) -> int:
     p.add_argument("--artifacts", default=None, help="artifacts folder (default: a fresh temporary one)")
     p.add_argument("--no-base-constrained", action="store_true",
                    help="skip the base model's constrained evaluation (about 5 minutes less)")
+    p.add_argument("--free-only", action="store_true",
+                   help="evaluate every version with free generation only: no constrained pass (saves its time on "
+                        "the base model and the baselines, which decode every row under the constraint)")
     p.add_argument("--quiet", action="store_true", help="no stage logs, only the timings and the table")
     args = p.parse_args(argv)
     print(f"BANKING77 benchmark: k={args.k} per intent, {os.cpu_count()} CPUs, load average "
