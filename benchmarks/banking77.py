@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> dict:
 
     artifacts = Path(args.artifacts or tempfile.mkdtemp(prefix="banking77-bench-"))
     overrides = {"artifacts_root": str(artifacts), "data": {"split": {"train_per_class": args.k}},
-                 "eval": {"limit": args.limit}}
+                 "eval": {"limit": args.limit, "sample": args.sample}}
     if args.epochs is not None:
         overrides["train"] = {"epochs": args.epochs}
     if args.base_model:
@@ -138,6 +138,8 @@ def main(argv=None) -> int:
     p.add_argument("--artifacts", default=None, help="artifacts folder (default: a fresh temporary one)")
     p.add_argument("--no-base-constrained", action="store_true",
                    help="skip the base model's constrained evaluation (about 5 minutes less)")
+    p.add_argument("--sample", type=int, default=0, help="evaluate a seeded random sample of N test rows (the test "
+                                                         "file is grouped by intent, so --limit is a biased slice)")
     p.add_argument("--free-only", action="store_true",
                    help="evaluate every version with free generation only: no constrained pass (saves its time on "
                         "the base model and the baselines, which decode every row under the constraint)")

@@ -78,3 +78,31 @@ def test_a_better_challenger_that_forgets_beyond_max_forgetting_is_not_promoted(
 def test_without_a_paired_test_a_challenger_is_not_promoted_while_confidence_is_set():
     d = decide(_board({"champ": 30, "better": 50}), "champ", {}, 0.01, {}, Guards(confidence=0.95))
     assert not d.promoted and any("no paired test" in r for r in d.reasons)
+
+
+def test_fast_bootstrap_gives_what_recomputing_every_metric_on_each_resample_gives():
+    import json
+    import random
+
+    import numpy as np
+
+    from finetune_pipeline.lib.evaluation.metrics import Classification, scores
+    from finetune_pipeline.lib.evaluation.resampling import intervals, subset
+
+    labels = [f"intent_{i}" for i in range(12)]
+    rng = random.Random(3)
+    expected = [json.dumps({"category": labels[i % 12]}) for i in range(120)]
+    predicted = [json.dumps({"category": labels[i % 12] if rng.random() < 0.6 else rng.choice(labels)})
+                 if rng.random() < 0.9 else "not json" for i in range(120)]
+    answers = Answers(predicted, expected, ["category"], Classification("category", labels, None))
+    fast = intervals(answers, resamples=200, seed=5)
+    # The slow definition: every metric recomputed (sklearn) on the same resampled rows.
+    draws = np.random.default_rng(5).integers(0, 120, (200, 120))
+    slow = {}
+    for idx in draws:
+        for name, value in scores(subset(answers, idx.tolist())).items():
+            slow.setdefault(name, []).append(value)
+    for name, ci in fast.items():
+        assert ci.low == round(float(np.percentile(slow[name], 2.5)), 4), name
+        assert ci.high == round(float(np.percentile(slow[name], 97.5)), 4), name
+    assert "classification/macro_f1" in fast and "exact_match" in fast

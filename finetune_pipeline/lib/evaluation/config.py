@@ -124,6 +124,9 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(48, gt=0, description="Longest answer generated, in tokens.")
     batch_size: int = Field(16, gt=0, description="Prompts generated together.")
     limit: int = Field(0, ge=0, description="Evaluate the first this many test rows; 0 = the whole test split.")
+    # A sorted test file (BANKING77's is grouped by intent) makes `limit` a biased slice; a sample is not.
+    sample: int = Field(0, ge=0, description="Evaluate a seeded random sample of this many test rows, the same rows "
+                                             "for every version (after limit); 0 = all.")
     # OpenAI fine-tuned versions always use the openai backend with their remote id.
     backend: Literal["transformers", "vllm", "openai"] = Field(
         "transformers", description="How local versions are run: transformers (in process, CPU or GPU), vllm "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def _recipe(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, ev
         if answering.artifact:
             version_input["answering_artifact"] = f"{answering.artifact.asset}/{answering.artifact.key}"
     recipe = {"version": version_input, "eval_set": eval_set_ref.key, "backend": backend.identity(),
-              "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit,
+              "generation": {"max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit, "sample": cfg.eval.sample,
                              "latency_requests": cfg.eval.latency_requests, "resamples": cfg.eval.resamples}}
     c = cfg.eval.classification
     if c.field:
@@ -112,6 +113,9 @@ def eval_inputs(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> tuple[list[di
     records = read_split(test_file)
     if cfg.eval.limit:
         records = records[: cfg.eval.limit]
+    if cfg.eval.sample and cfg.eval.sample < len(records):
+        keep = sorted(random.Random(0).sample(range(len(records)), cfg.eval.sample))  # test-file order kept
+        records = [records[i] for i in keep]
     if not records:
         raise ValueError(f"{test_file}: the test split is empty; nothing to evaluate")
     return records, EvalSettings(max_new_tokens=cfg.eval.max_new_tokens,
