@@ -9,6 +9,7 @@ import torch
 from finetune_pipeline.lib import PROJECT_ROOT
 from finetune_pipeline.lib.evaluation.classification import allowed_outputs
 from finetune_pipeline.lib.evaluation.constrained import eos_token_id, output_token_ids
+from finetune_pipeline.lib.evaluation.generate import strip_assistant
 from finetune_pipeline.lib.evaluation.likelihood import LabelTrie, label_log_probs, ranked_labels
 
 BANKING77_LABELS = PROJECT_ROOT / "data" / "banking77" / "categories.json"
@@ -71,3 +72,97 @@ def test_ranked_labels_best_first_ties_in_label_order():
 def test_two_labels_with_the_same_tokens_are_refused():
     with pytest.raises(ValueError, match="same answer"):
         LabelTrie.build([[1, 2, 0], [1, 2, 0]])
+
+
+def _category_rows(tmp_path):
+    from finetune_pipeline_tests.helpers import write_jsonl
+
+    labels = ["card_arrival", "refund_not_showing_up", "exchange_rate"]
+    texts = ["my card is late", "where is my refund", "what rate do you use", "card still not here",
+             "refund missing from account", "exchange rate for euros", "has my card been sent"]
+    write_jsonl(tmp_path / "raw" / "rows.jsonl", [{"text": f"{t} (ticket {i})", "category": labels[i % 3]}
+                                                  for i in range(8) for t in texts])
+    # Two labels no row has: top-3 of five labels can miss.
+    (tmp_path / "labels.json").write_text(json.dumps([*labels, "lost_or_stolen_card", "top_up_failed"]))
+    return tmp_path / "raw"
+
+
+def test_model_eval_reports_likelihood_metrics_that_match_a_naive_ranking(tmp_path, tiny_lm):
+    from finetune_pipeline.lib import stages
+    from finetune_pipeline.lib.config import load_config
+    from finetune_pipeline.lib.evaluation.report import EvalReport
+    from finetune_pipeline.lib.evaluation.resampling import load_answers
+    from finetune_pipeline_tests.helpers import write_config
+
+    raw = _category_rows(tmp_path)
+    cfg = load_config(write_config(
+        tmp_path, raw, data={"mapping": {"format": "table", "labels": ["category"]}, "min_train_rows": 5},
+        eval={"classification": {"field": "category", "labels_file": "labels.json", "scoring": "likelihood"},
+              "limit": 8, "max_new_tokens": 4, "batch_size": 8, "latency_requests": 0, "resamples": 200}))
+    base = stages.base_model(cfg)
+    dataset = stages.training_dataset(cfg, stages.raw_examples(cfg), base)
+    ref = stages.model_eval(cfg, base.info["version_key"], stages.eval_set(cfg, dataset))
+    metrics, labels = ref.info["metrics"], json.loads((tmp_path / "labels.json").read_text())
+    assert "constrained/accuracy" not in metrics  # only the pass asked for runs
+    report = EvalReport.load(ref.dir, with_predictions=True)
+    n = metrics["n"]
+    assert len(report.ranked) == n >= 3
+    # The ranking model_eval wrote is the naive reference's, row by row.
+    model, tokenizer = tiny_lm  # the base version's weights (write_config's tiny-random)
+    with open(ref.info["test_file"]) as f:
+        conversations = [strip_assistant(json.loads(line)["messages"]) for line in f][:n]
+    slow = naive_log_probs(model, tokenizer, conversations, allowed_outputs("category", labels))
+    assert [r.top for r in report.ranked] == ranked_labels(slow, labels)
+    gold = [json.loads(r.expected)["category"] for r in report.ranked]
+    assert metrics["likelihood/accuracy"] == pytest.approx(np.mean([g == r.top[0] for g, r in zip(gold, report.ranked)]))
+    assert metrics["likelihood/top3_accuracy"] == pytest.approx(np.mean([g in r.top for g, r in zip(gold, report.ranked)]))
+    assert {"likelihood/accuracy", "likelihood/macro_f1", "likelihood/top3_accuracy"} <= report.intervals.keys()
+    assert report.classification.likelihood_seconds is not None
+    assert (ref.dir / "confusion_category_likelihood.png").is_file()
+    # Promotion compares versions from the saved answers: the ranking comes back with them.
+    answers = load_answers(ref.dir)
+    assert [list(t) for t in answers.classification.ranked] == [r.top for r in report.ranked]
+
+
+def test_a_backend_without_likelihood_scoring_gets_a_note_not_an_error():
+    from finetune_pipeline.lib.evaluation.evaluate import ClassificationSettings, EvalSettings, EvalSubject, evaluate
+
+    class Echo:  # answers every row with the first label, and has no rank_labels
+        name = "openai"
+
+        def identity(self):
+            return {"backend": self.name}
+
+        def generate(self, conversations, max_new_tokens):
+            return ['{"category": "a"}'] * len(conversations)
+
+    records = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": '{"category": "a"}'}]}
+               for t in ("x", "y")]
+    settings = EvalSettings(max_new_tokens=4, resamples=100,
+                            classification=ClassificationSettings(field="category", labels=["a", "b"], likelihood=True))
+    report = evaluate(Echo(), records, settings, EvalSubject(version="v", kind="api", eval_set="e", test_file="t"))
+    assert report.metrics["classification/accuracy"] == 1.0 and "likelihood/accuracy" not in report.metrics
+    assert report.classification.notes == ["likelihood scoring needs eval.backend transformers; openai has none, so "
+                                           "no likelihood/... metrics are reported"]
+
+
+@pytest.mark.parametrize(("classification", "passes_or_error"), [
+    ({"field": "category", "scoring": "likelihood"}, ["likelihood"]),
+    ({"field": "category", "constrained": True}, ["constrained"]),  # the older spelling, as before
+    ({"field": "category", "constrained": True, "scoring": ["likelihood"]}, ["constrained", "likelihood"]),
+    ({"field": "category", "scoring": ["greedy"]}, []),
+    ({"scoring": "likelihood"}, "`scoring: likelihood` needs eval.classification.field"),
+    ({"field": "category", "constrained": False, "scoring": "constrained"},
+     "`constrained: false` contradicts `scoring: constrained`"),
+])
+def test_scoring_and_its_older_spelling(tmp_path, classification, passes_or_error):
+    from finetune_pipeline.lib.config import ConfigError, load_config
+    from finetune_pipeline_tests.helpers import SAMPLE_RAW, write_config
+
+    path = write_config(tmp_path, SAMPLE_RAW, eval={"classification": classification})
+    if isinstance(passes_or_error, list):
+        assert load_config(path).eval.classification.passes() == passes_or_error
+    else:
+        with pytest.raises(ConfigError) as error:
+            load_config(path)
+        assert passes_or_error in str(error.value) and "\n" not in str(error.value) and "config.yaml" in str(error.value)

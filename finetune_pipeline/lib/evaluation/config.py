@@ -12,6 +12,8 @@ from finetune_pipeline.lib.section import Section, rules
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+Scoring = Literal["greedy", "constrained", "likelihood"]
+
 
 class EndpointConfig(Section):
     """An OpenAI-compatible chat endpoint: OpenAI itself, `vllm serve` or `transformers serve`.
@@ -84,10 +86,14 @@ class ClassificationConfig(Section):
 
     With `field` set, every eval report adds, for that field: accuracy, macro-F1
     over the label set, `valid_label` (the share of outputs that parse and name a
-    known label) and a confusion matrix PNG. With `constrained`, each version is
-    also evaluated with generation restricted to the label set (a prefix-trie
-    logits constraint: the output can only be `{"<field>": "<a known label>"}`),
-    reported beside free generation as `constrained/...` metrics.
+    known label) and a confusion matrix PNG. `scoring` adds passes beside free
+    greedy generation (whose answers stay the main metrics): `constrained`
+    restricts generation to the label set (a prefix-trie logits constraint: the
+    output can only be `{"<field>": "<a known label>"}`), reported as
+    `constrained/...`; `likelihood` ranks every label by the model's
+    log-probability of its answer tokens, reported as `likelihood/accuracy`,
+    `likelihood/macro_f1` and `likelihood/top3_accuracy`. `constrained: true` is
+    the older spelling of adding `constrained` to `scoring`.
     """
 
     field: str = Field("", description="The JSON output field that is a class label; empty = not a "
@@ -95,12 +101,34 @@ class ClassificationConfig(Section):
     labels_file: str = Field("", description="A JSON list of the labels, relative to the config file; empty = the "
                                              "labels found in the training split.")
     constrained: bool = Field(False, description="Also evaluate with generation restricted to the label set "
-                                                 "(constrained/... metrics).")
+                                                 "(constrained/... metrics); the older spelling of `scoring: "
+                                                 "constrained`.")
+    # A list, not one choice: the passes are independent, and a benchmark compares them on the same versions.
+    scoring: list[Scoring] = Field(default_factory=lambda: ["greedy"], description=(
+        "How labels are scored, beside free greedy generation (always run, the main metrics): greedy (nothing "
+        "more), constrained (greedy decoding restricted to the label set, constrained/...), likelihood (every "
+        "label ranked by its log-probability, likelihood/... with top-3 accuracy); one or a list."))
+
+    @field_validator("scoring", mode="before")
+    @classmethod
+    def _one_or_a_list(cls, value):
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _rules(self) -> ClassificationConfig:
-        rules((not (self.constrained and not self.field), "`constrained` needs `field` (the label field)"))
+        extra = [s for s in self.scoring if s != "greedy"]
+        needs_field = f"`scoring: {extra[0] if extra else ''}` needs `field` (the label field)"
+        rules((not (self.constrained and not self.field), "`constrained` needs `field` (the label field)"),
+              (not (extra and not self.field), needs_field),
+              (not ("constrained" in self.scoring and "constrained" in self.model_fields_set
+                    and not self.constrained),
+               "`constrained: false` contradicts `scoring: constrained`; drop `constrained` (its older spelling)"))
         return self
+
+    def passes(self) -> list[Scoring]:
+        """The label-scoring passes beside free generation, in run order: constrained, then likelihood."""
+        wanted = set(self.scoring) | ({"constrained"} if self.constrained else set())
+        return [s for s in ("constrained", "likelihood") if s in wanted]
 
 
 class GeneralSuiteConfig(Section):

@@ -30,6 +30,7 @@ from finetune_pipeline.lib.evaluation.report import (
     Latency,
     PredictionRow,
     PromptInfo,
+    RankedAnswer,
     TokenUsage,
 )
 from finetune_pipeline.lib.evaluation.resampling import intervals
@@ -45,6 +46,7 @@ class ClassificationSettings(BaseModel):
     field: str
     labels: list[str]  # the label set, already loaded (lib/evaluation/classification.py::load_labels)
     constrained: bool = False
+    likelihood: bool = False  # rank every label by its likelihood (lib/evaluation/likelihood.py)
 
 
 class EvalSettings(BaseModel):
@@ -78,10 +80,10 @@ def evaluate(backend: EvalBackend, records: Sequence[dict[str, Any]], settings: 
     predictions = answer(conversations)
     generation_seconds = time.time() - started
     answers = Answers(predictions, expected, expected_fields(expected))  # refuses a count that does not match
-    part, forced = None, []
+    part, forced, ranked = None, [], []
     if settings.classification is not None:
-        classification, part, forced = _classify(backend, conversations, expected, predictions,
-                                                 settings.classification)
+        classification, part, forced, ranked = _classify(backend, conversations, expected, predictions,
+                                                         settings.classification)
         answers = dataclasses.replace(answers, classification=classification)
     rows = [PredictionRow(line=i, input=c[-1]["content"], expected=e, prediction=p, **s)
             for i, (c, e, p, s) in enumerate(zip(conversations, expected, predictions, row_scores(answers)), start=1)]
@@ -97,7 +99,7 @@ def evaluate(backend: EvalBackend, records: Sequence[dict[str, Any]], settings: 
                       backend=backend.identity(), eval_seconds=round(time.time() - started, 2),
                       device=describe_device(processes=1) if backend.name in LOCAL_BACKENDS else None,
                       intervals=bounds, latency=latency, tokens=tokens, prompt=prompt,
-                      predictions=rows, constrained_predictions=forced)
+                      predictions=rows, constrained_predictions=forced, ranked=ranked)
 
 
 def _answerer(backend: EvalBackend, settings: EvalSettings) -> Callable[[list], list[str]]:
@@ -147,8 +149,10 @@ def token_usage(backend: EvalBackend, conversations: list, predictions: list[str
 
 
 def _classify(backend: EvalBackend, conversations: list[list[dict]], expected: list[str], predictions: list[str],
-              c: ClassificationSettings) -> tuple[Classification, ClassificationReport, list[Answer]]:
-    """Label-constrained generation if asked (and the backend can), and the confusion matrices."""
+              c: ClassificationSettings
+              ) -> tuple[Classification, ClassificationReport, list[Answer], list[RankedAnswer]]:
+    """Label-constrained generation and likelihood ranking if asked (and the backend can), and the confusion
+    matrices."""
     part = ClassificationReport(field=c.field, labels=len(c.labels), label_set=list(c.labels))
     forced = None
     if c.constrained:
@@ -167,8 +171,31 @@ def _classify(backend: EvalBackend, conversations: list[list[dict]], expected: l
             log.info("constrained: %d free answers were already labels (reused), %d decoded under the constraint",
                      reuse.get("reused", 0), reuse.get("decoded", len(forced)))
             part.constrained_confusion = confusion_matrix(expected, forced, c.field, c.labels)
+    top = _rank(backend, conversations, expected, c, part) if c.likelihood else None
     for note in part.notes:
         log.info("model_eval: %s", note)
     part.confusion = confusion_matrix(expected, predictions, c.field, c.labels)
+    classification = Classification(c.field, c.labels, forced, top)
     rows = [Answer(line=i, expected=e, prediction=p) for i, (e, p) in enumerate(zip(expected, forced or []), start=1)]
-    return Classification(c.field, c.labels, forced), part, rows
+    ranked = [RankedAnswer(line=i, expected=e, prediction=p, top=list(t)) for i, (e, p, t) in
+              enumerate(zip(expected, classification.likelihood or [], top or []), start=1)]
+    return classification, part, rows, ranked
+
+
+def _rank(backend: EvalBackend, conversations: list[list[dict]], expected: list[str], c: ClassificationSettings,
+          part: ClassificationReport) -> list[list[str]] | None:
+    """Each row's labels ranked by likelihood (best first), or None with a note if the backend cannot score."""
+    from finetune_pipeline.lib.evaluation.metrics.likelihood import TOP_K
+
+    rank = getattr(backend, "rank_labels", None)
+    if rank is None:
+        part.notes.append(f"likelihood scoring needs eval.backend transformers; {backend.name} has none, so "
+                          "no likelihood/... metrics are reported")
+        return None
+    log.info("likelihood scoring of %d labels", len(c.labels))
+    started = time.time()
+    top = rank(conversations, c.field, c.labels, TOP_K)
+    part.likelihood_seconds = round(time.time() - started, 2)
+    part.likelihood_confusion = confusion_matrix(
+        expected, Classification(c.field, c.labels, ranked=top).likelihood, c.field, c.labels)
+    return top

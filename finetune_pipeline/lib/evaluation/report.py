@@ -19,6 +19,7 @@ from finetune_pipeline.lib.models.device import DeviceInfo
 from finetune_pipeline.lib.reporting.charts import confusion_file, confusion_png
 
 REPORT, PREDICTIONS, CONSTRAINED_PREDICTIONS = "report.json", "predictions.jsonl", "predictions_constrained.jsonl"
+RANKED_PREDICTIONS = "predictions_likelihood.jsonl"
 
 # Metric name -> value over the eval set: fractions in [0, 1], and `n` (rows scored) as an int.
 MetricValues = dict[str, float | int]
@@ -30,6 +31,12 @@ class Answer(BaseModel):
     line: int
     expected: str
     prediction: str
+
+
+class RankedAnswer(Answer):
+    """Likelihood scoring of one row: `prediction` is the most likely label's answer, `top` the labels ranked."""
+
+    top: list[str]  # the most likely labels, best first (metrics/likelihood.py::TOP_K of them)
 
 
 class PredictionRow(BaseModel):
@@ -59,6 +66,8 @@ class ClassificationReport(BaseModel):
     constrained_reused: int | None = None
     confusion: ConfusionMatrix | None = None  # free generation; None in reports written before it was stored
     constrained_confusion: ConfusionMatrix | None = None
+    likelihood_seconds: float | None = None  # these two: only when likelihood scoring ran
+    likelihood_confusion: ConfusionMatrix | None = None
 
 
 class Latency(BaseModel):
@@ -107,6 +116,7 @@ class EvalReport(BaseModel):
     # Saved beside report.json, not in it.
     predictions: list[PredictionRow] = Field(default_factory=list, exclude=True)
     constrained_predictions: list[Answer] = Field(default_factory=list, exclude=True)
+    ranked: list[RankedAnswer] = Field(default_factory=list, exclude=True)
 
     def to_json(self) -> dict[str, Any]:
         """report.json's content (also the artifact's lineage info); absent parts are left out, not null."""
@@ -124,8 +134,14 @@ class EvalReport(BaseModel):
             forced = c.constrained_confusion
             (folder / confusion_file(c.field, "_constrained")).write_bytes(
                 confusion_png(forced.labels, forced.matrix, f"{c.field}: constrained to the label set"))
+        if c is not None and c.likelihood_confusion is not None:
+            ranked = c.likelihood_confusion
+            (folder / confusion_file(c.field, "_likelihood")).write_bytes(
+                confusion_png(ranked.labels, ranked.matrix, f"{c.field}: the most likely label"))
         if self.constrained_predictions:
             _write_rows(self.constrained_predictions, folder / CONSTRAINED_PREDICTIONS)
+        if self.ranked:
+            _write_rows(self.ranked, folder / RANKED_PREDICTIONS)
 
     @classmethod
     def load(cls, folder: Path, with_predictions: bool = False) -> "EvalReport":
@@ -136,6 +152,8 @@ class EvalReport(BaseModel):
             if (folder / CONSTRAINED_PREDICTIONS).is_file():
                 report.constrained_predictions = [Answer.model_validate_json(line) for line in
                                                   _lines(folder / CONSTRAINED_PREDICTIONS)]
+            if (folder / RANKED_PREDICTIONS).is_file():
+                report.ranked = [RankedAnswer.model_validate_json(line) for line in _lines(folder / RANKED_PREDICTIONS)]
         return report
 
 
@@ -154,7 +172,7 @@ def confusion_of(folder: Path, field: str) -> ConfusionMatrix:
     return confusion_matrix([r.expected for r in rows], [r.prediction for r in rows], field)
 
 
-def _write_rows(rows: list[Answer] | list[PredictionRow], path: Path) -> None:
+def _write_rows(rows: list[Answer] | list[RankedAnswer] | list[PredictionRow], path: Path) -> None:
     with open(path, "w") as f:
         for row in rows:
             f.write(json.dumps(row.model_dump(), ensure_ascii=False) + "\n")

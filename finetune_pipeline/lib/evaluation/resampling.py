@@ -9,7 +9,6 @@ rows); otherwise by a paired bootstrap of the metric's difference.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from finetune_pipeline.lib.evaluation.significance import ConfidenceInterval, Pa
 
 # Metrics that are the mean of one value per row: compared row by row (McNemar / permutation).
 _MEAN_OF_ROWS = ("exact_match", "valid_json")
-_MEAN_OF_ROWS_SUFFIX = ("/accuracy", "/valid_label")
+_MEAN_OF_ROWS_SUFFIX = ("/accuracy", "/valid_label", "/top3_accuracy")
 
 
 def subset(answers: Answers, rows: Sequence[int]) -> Answers:
@@ -31,8 +30,7 @@ def subset(answers: Answers, rows: Sequence[int]) -> Answers:
         return [values[i] for i in rows]
 
     c = answers.classification
-    if c is not None and c.constrained is not None:
-        c = dataclasses.replace(c, constrained=pick(c.constrained))
+    c = None if c is None else c.subset(rows)
     return Answers(pick(answers.predictions), pick(answers.expected), answers.fields, c)
 
 
@@ -80,7 +78,7 @@ def _macro_f1_draws(answers: Answers, family: str, draws_idx: np.ndarray) -> lis
     """Macro-F1 on each resample from per-row label ids, as classification_metrics computes it (sklearn's macro
     F1 over the classes of the resample's gold labels, an answer outside the label set its own class)."""
     c = answers.classification
-    predicted = c.constrained if family == "constrained" else answers.predictions
+    predicted = c.answers_of(family, answers.predictions)
     gold, pred = gold_and_predicted(answers.expected, predicted, c.field, c.labels)
     ids = {label: i for i, label in enumerate(sorted(set(gold) | set(pred)))}
     g, p = np.array([ids[x] for x in gold]), np.array([ids[x] for x in pred])
@@ -145,5 +143,5 @@ def load_answers(folder: Path) -> Answers:
     classification = None
     if c is not None and c.label_set:
         forced = [a.prediction for a in report.constrained_predictions] or None
-        classification = Classification(c.field, c.label_set, forced)
+        classification = Classification(c.field, c.label_set, forced, [a.top for a in report.ranked] or None)
     return Answers([r.prediction for r in rows], [r.expected for r in rows], report.fields, classification)

@@ -49,3 +49,12 @@ class TransformersBackend:
         free_ids = free[1] if free and free[0] == list(conversations) and len(free[1]) == len(conversations) else None
         return generate_constrained(model, tokenizer, conversations, allowed_outputs, batch_size=self.batch_size,
                                     free_token_ids=free_ids, stats=stats)
+
+    def rank_labels(self, conversations, field, labels, k):
+        """Each conversation's k most likely labels, best first (see lib/evaluation/likelihood.py)."""
+        from finetune_pipeline.lib.evaluation.classification import allowed_outputs
+        from finetune_pipeline.lib.evaluation.likelihood import label_log_probs, ranked_labels
+
+        model, tokenizer = self._loaded()
+        return ranked_labels(label_log_probs(model, tokenizer, conversations, allowed_outputs(field, labels)),
+                             labels, k)

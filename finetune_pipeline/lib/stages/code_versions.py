@@ -9,9 +9,9 @@ CODE_VERSIONS = {
     "lora_adapter": "3",  # 2: padding-free engine, checkpoints, methods, general mix; 3: QLoRA anywhere, device/dtype in info
     "merged_model": "2",  # 2: saved in the training dtype; a full fine-tune is a record, not a merge
     "eval_set": "1",
-    "model_eval": "5",  # 2: eval set artifact, backend in the recipe; 3: the report keeps its confusion matrices;
+    "model_eval": "6",  # 2: eval set artifact, backend in the recipe; 3: the report keeps its confusion matrices;
     # 4: the report records the device that generated (inference cost); 5: prompted versions, bootstrap intervals,
-    # single-request latency, tokens per request, the label set
+    # single-request latency, tokens per request, the label set; 6: likelihood scoring (scoring in the recipe)
     "leaderboard": "3",  # 2: costs by recorded device, inference cost per 1,000 requests; 3: suites, intervals, latency,
     # tokens, API token prices, the verdict
     "prompt_recipe": "1",  # a prompting baseline's shots and constraint (stages/baselines.py)

@@ -72,7 +72,7 @@ def _recipe(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, ev
     c = cfg.eval.classification
     if c.field:
         # The label set's content, not the file's name, decides the scores.
-        recipe["classification"] = {"field": c.field, "constrained": c.constrained,
+        recipe["classification"] = {"field": c.field, "scoring": c.passes(),
                                     "labels": hash_file(cfg.path(c.labels_file)) if c.labels_file else "train split"}
     return recipe
 
@@ -159,7 +159,9 @@ def _classification(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> Classific
                                     f"{eval_set_ref.info['dataset']} is gone; set eval.classification.labels_file")
         train_records = read_split(dataset.dir / "train.jsonl")
     labels = load_labels(cfg.path(c.labels_file) if c.labels_file else None, train_records, c.field)
-    return ClassificationSettings(field=c.field, labels=labels, constrained=c.constrained)
+    passes = c.passes()
+    return ClassificationSettings(field=c.field, labels=labels, constrained="constrained" in passes,
+                                  likelihood="likelihood" in passes)
 
 
 def sample_val_prompts(dataset: ArtifactRef, n: int = 3) -> list[list[dict[str, str]]]:

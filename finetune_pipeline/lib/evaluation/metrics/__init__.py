@@ -31,6 +31,7 @@ from finetune_pipeline.lib.evaluation.metrics.classification import Classificati
 from finetune_pipeline.lib.evaluation.metrics.constrained import ConstrainedClassification
 from finetune_pipeline.lib.evaluation.metrics.exact_match import ExactMatch
 from finetune_pipeline.lib.evaluation.metrics.field_accuracy import FieldAccuracy, expected_fields
+from finetune_pipeline.lib.evaluation.metrics.likelihood import LikelihoodClassification
 from finetune_pipeline.lib.evaluation.metrics.valid_json import ValidJson
 
 # Report order: report.json lists the metrics in this order, after `n`.
@@ -40,6 +41,7 @@ METRICS: list[Metric] = [
     FieldAccuracy(),
     ClassificationMetrics(),
     ConstrainedClassification(),
+    LikelihoodClassification(),
 ]
 
 __all__ = ["METRICS", "Answers", "Classification", "Metric", "RowMetric", "expected_fields", "known_metric",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,11 +11,34 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Classification:
-    """Set when eval.classification.field is: the field, its label set, and label-constrained answers."""
+    """Set when eval.classification.field is: the field, its label set, label-constrained answers and the
+    labels ranked by likelihood."""
 
     field: str
     labels: Sequence[str]
     constrained: Sequence[str] | None = None  # None: constrained generation did not run
+    ranked: Sequence[Sequence[str]] | None = None  # each row's most likely labels, best first; None: not scored
+
+    @property
+    def likelihood(self) -> list[str] | None:
+        """The most likely label of each row, as the JSON answer the model would give."""
+        if self.ranked is None:
+            return None
+        return [json.dumps({self.field: top[0]}, ensure_ascii=False) for top in self.ranked]
+
+    def answers_of(self, family: str, free: Sequence[str]) -> Sequence[str]:
+        """The answers a metric family scores: constrained/..., likelihood/..., else the free ones."""
+        if family == "constrained" and self.constrained is not None:
+            return self.constrained
+        if family == "likelihood" and self.ranked is not None:
+            return self.likelihood
+        return free
+
+    def subset(self, rows: Sequence[int]) -> Classification:
+        """The same, restricted to `rows` (indices, repeats allowed: a bootstrap resample)."""
+        return dataclasses.replace(
+            self, constrained=None if self.constrained is None else [self.constrained[i] for i in rows],
+            ranked=None if self.ranked is None else [self.ranked[i] for i in rows])
 
 
 @dataclass(frozen=True)
