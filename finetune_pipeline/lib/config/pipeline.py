@@ -15,6 +15,8 @@ from finetune_pipeline.lib.data.config import DataConfig, local_folder
 from finetune_pipeline.lib.evaluation.config import EvalConfig
 from finetune_pipeline.lib.models.config import ModelConfig
 from finetune_pipeline.lib.section import Section, rules
+from finetune_pipeline.lib.sweeps.config import SweepConfig
+from finetune_pipeline.lib.sweeps.points import SweepPoint, expand
 from finetune_pipeline.lib.training.config import TrainConfig
 from finetune_pipeline.lib.training.openai.config import OpenAIConfig
 from finetune_pipeline.lib.versions.config import (
@@ -54,6 +56,9 @@ class PipelineConfig(Section):
     serving: ServingConfig = Field(default_factory=ServingConfig, description="How the champion is served.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig,
                                      description="Nightly retraining and the raw-folder sensor.")
+    sweep: SweepConfig = Field(default_factory=SweepConfig,
+                               description="A recipe sweep: train settings to try, each a model version; the winner "
+                                           "is chosen on the val split only (docs/sweeps.md).")
     artifacts_root: str = Field(
         "data/artifacts", min_length=1,
         description="Where content-addressed artifacts live: a folder, or an fsspec URL (s3://bucket/prefix, gs://, "
@@ -105,7 +110,12 @@ class PipelineConfig(Section):
     def _rules(self) -> PipelineConfig:
         rules((not (self.artifacts_storage_options and self.artifacts_url is None),
                "`artifacts_storage_options` is set but `artifacts_root` is a folder"))
+        self.sweep_points()  # every point checked against the train section now, one line per problem
         return self
+
+    def sweep_points(self) -> list[SweepPoint]:
+        """The sweep's points, each the train section with its overrides applied (none without a sweep)."""
+        return expand(self.sweep, self.train) if self.sweep.enabled else []
 
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()

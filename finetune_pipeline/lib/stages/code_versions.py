@@ -20,4 +20,6 @@ CODE_VERSIONS = {
     "general_eval": "1",
     "serving_spec": "2",  # 2: the serving environment's vLLM server, --tensor-parallel-size, CPU env
     "openai_fine_tuned_model": "1",
+    "sweep_point": "1",  # a sweep point's validation record: eval loss, val metrics (stages/sweep.py)
+    "sweep_winner": "1",  # the sweep's choice from those records
 }

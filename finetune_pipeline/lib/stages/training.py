@@ -45,11 +45,13 @@ def training_work_dir(cfg: PipelineConfig, key: str) -> Path:
     return store(cfg).root / "lora_adapter" / f".work-{key}"
 
 
-def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, launch: Launcher = launch_subprocess,
-                 run_id: str | None = None) -> ArtifactRef:
-    """The adapter (or full fine-tune) trained on the dataset's train split, in a child process (or pod)."""
+def adapter_recipe(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef
+                   ) -> tuple[dict[str, Any], list[ArtifactRef | dict], Path | None]:
+    """What the adapter for this config is made of: its recipe, its inputs, and the general-mix file if any.
+
+    Known before training, so a caller (a sweep) can find an adapter by its key without training it.
+    """
     train_cfg = cfg.section("train")
-    require_bitsandbytes(cfg.train.effective_method)  # before anything is loaded or launched
     inputs: list[ArtifactRef | dict] = [base, dataset]
     # Where the child runs (subprocess or a k8s pod) does not change what it trains; nor do the 4-bit
     # settings of a method that has no 4-bit base.
@@ -69,6 +71,20 @@ def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, l
         general = {"asset": "general instructions", "path": str(general_file), "sha256": hash_file(general_file)}
         inputs.append(general)
         recipe["general"] = general["sha256"]  # the file's content, not its name
+    return recipe, inputs, general_file
+
+
+def adapter_key(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef) -> str:
+    """The lora_adapter artifact key this config's train section gives: the same key lora_adapter builds under."""
+    return artifact_key("lora_adapter", adapter_recipe(cfg, base, dataset)[0])
+
+
+def lora_adapter(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, launch: Launcher = launch_subprocess,
+                 run_id: str | None = None) -> ArtifactRef:
+    """The adapter (or full fine-tune) trained on the dataset's train split, in a child process (or pod)."""
+    train_cfg = cfg.section("train")
+    require_bitsandbytes(cfg.train.effective_method)  # before anything is loaded or launched
+    recipe, inputs, general_file = adapter_recipe(cfg, base, dataset)
     key = artifact_key("lora_adapter", recipe)
     artifacts = store(cfg)
     work = training_work_dir(cfg, key)
