@@ -8,6 +8,7 @@ from finetune_pipeline.defs import (
     openai_training,
     promotion,
     schedules,
+    sweep,
     training,
 )
 from finetune_pipeline.defs.base_version_sensor import register_base_version
@@ -50,11 +51,14 @@ def build_definitions(cfg: PipelineConfig) -> dg.Definitions:
         assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
                 training.merged_model, training.prompt_baselines, evaluation.model_eval, evaluation.general_eval,
                 openai_training.openai_fine_tuned_model, evaluation.eval_set, evaluation.general_suite,
-                promotion.leaderboard, promotion.champion, promotion.serving_spec],
+                promotion.leaderboard, promotion.champion, promotion.serving_spec, sweep.sweep_adapter,
+                sweep.sweep_model, sweep.sweep_winner],
         asset_checks=ASSET_CHECKS,
-        jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote],
+        jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote, sweep.sweep_inputs_job,
+              sweep.sweep_point_job, sweep.sweep_select_job],
         schedules=[nightly_retrain, nightly_openai_fine_tune],
-        sensors=[evaluation.evaluate_new_versions, register_base_version, raw_files_changed],
+        sensors=[evaluation.evaluate_new_versions, register_base_version, raw_files_changed,
+                 sweep.register_sweep_points],
         # One process per run, not per step: every step imports torch and transformers (seconds each) and
         # the graph is a chain, so per-step processes only add minutes. Training is isolated in its Pipes
         # child; pools (`gpu`) still apply. The `demo` command runs in process too.

@@ -165,3 +165,57 @@ def test_a_grown_sweep_trains_only_the_new_point(swept):
     assert [adapter.cache_hit for _, adapter, _ in points] == [True, True, False]
     assert launch.specs[-1]["train"]["learning_rate"] == 0.02
     assert len(winner.info["points"]) == 3
+
+
+# --- Dagster ---------------------------------------------------------------------------------------------------
+
+def test_sweep_assets_are_partitioned_by_point_in_the_gpu_pool_apart_from_train_and_merge():
+    import dagster as dg
+
+    from finetune_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    node = {name: graph.get(dg.AssetKey(name)) for name in ("sweep_adapter", "sweep_model", "sweep_winner")}
+    assert {n.group_name for n in node.values()} == {"sweep"}  # not in train_and_merge (groups data, training)
+    assert node["sweep_adapter"].pools == {"gpu"} and node["sweep_model"].pools == {"gpu"}
+    points = node["sweep_adapter"].partitions_def
+    assert isinstance(points, dg.DynamicPartitionsDefinition) and points.name == "sweep_points"
+    assert node["sweep_model"].partitions_def == points and node["sweep_winner"].partitions_def is None
+    assert node["sweep_adapter"].backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+    parents = {name: sorted(k.to_user_string() for k in n.parent_keys) for name, n in node.items()}
+    assert parents == {"sweep_adapter": ["base_model", "training_dataset"],
+                       "sweep_model": ["base_model", "sweep_adapter", "training_dataset"],
+                       "sweep_winner": ["base_model", "sweep_model", "training_dataset"]}
+    selected = defs.resolve_job_def("train_and_merge").asset_layer.executable_asset_keys
+    assert not {k.to_user_string() for k in selected} & set(node)
+
+
+@pytest.mark.slow
+def test_sweep_command_materializes_each_point_and_the_winner_in_dagster(tmp_path, instance, capsys):
+    """`finetune-pipeline sweep` on a 2-point sweep in a temporary instance: a run per point, the winner's version
+    added to model_versions (and evaluated on test), the losers registered but not added."""
+    from finetune_pipeline.cli.main import main
+    from finetune_pipeline.defs.training import MODEL_VERSIONS
+    from finetune_pipeline_tests.helpers import latest_materialization
+
+    config = write_config(tmp_path, SAMPLE_RAW, sweep={"grid": GRID})
+    assert main(["sweep", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    names = [p.name for p in load_config(config).sweep_points()]
+    for i, name in enumerate(names, start=1):  # progress per point: name, settings, seconds, val metric
+        assert f"[{i}/2] {name}: learning_rate=" in out
+        assert f"[{i}/2] {name}: trained, train " in out and "eval_loss" in out
+    winner = next(line for line in out.splitlines() if line.startswith("winner: "))
+    assert "chosen by eval_loss on the val split" in winner
+    records = {name: latest_materialization(instance, "sweep_model", name) for name in names}
+    assert all(records.values())
+    losses = {name: m.metadata["eval_loss"].value for name, m in records.items()}
+    best = min(losses, key=losses.get)
+    assert winner.startswith(f"winner: {best} ")
+    versions = {name: m.metadata["version_key"].value for name, m in records.items()}
+    added = set(instance.get_dynamic_partitions(MODEL_VERSIONS.name))
+    assert versions[best] in added and not {v for n, v in versions.items() if n != best} & added
+    assert latest_materialization(instance, "model_eval", versions[best]) is not None
+    chosen = latest_materialization(instance, "sweep_winner")
+    assert chosen.metadata["winner"].value == best
+    assert chosen.metadata["select_by"].value == "eval_loss on the val split"

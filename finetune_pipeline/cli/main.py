@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                                      "raw data to evaluated model versions")
     run.add_argument("--config", required=True, help="config YAML; relative paths in it resolve to its folder")
     run.set_defaults(func="run:cmd_run")
+    sweep = sub.add_parser("sweep", help="train every point of the config's sweep: section, choose the winner on the "
+                                         "val split, evaluate the winner on the test split")
+    sweep.add_argument("--config", required=True, help="config YAML with a sweep: section")
+    sweep.add_argument("--no-eval", action="store_true", help="stop after choosing the winner (no test-split eval)")
+    sweep.set_defaults(func="sweep:cmd_sweep")
     lineage = sub.add_parser("lineage", help="print a model version's chain back to the raw files")
     lineage.add_argument("version", help="a model version key, e.g. lora-0123abcd4567")
     lineage.add_argument("--config")

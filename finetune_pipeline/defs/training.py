@@ -42,6 +42,14 @@ def base_model(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
 def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
                  pipes_subprocess_client: dg.PipesSubprocessClient,
                  base_model: ArtifactRef, training_dataset: ArtifactRef) -> dg.Output:
+    launch = pipes_launcher(context, pipes_subprocess_client)
+    with core_logs(context):
+        ref = stages.lora_adapter(settings.load(), base_model, training_dataset, launch, context.run_id)
+    return artifact_output(ref, **training_metadata(ref.info))
+
+
+def pipes_launcher(context: dg.AssetExecutionContext, pipes_subprocess_client: dg.PipesSubprocessClient):
+    """The training child launched through Dagster Pipes (a subprocess, or a k8s pod): lora_adapter and sweeps."""
     def launch(spec_path: Path) -> dict:
         # One process, or train.num_processes under torchrun/accelerate; rank 0 talks Pipes.
         tc = TrainSpec.load(spec_path).train
@@ -58,12 +66,10 @@ def lora_adapter(context: dg.AssetExecutionContext, settings: PipelineSettings,
             raise RuntimeError("the training child finished without reporting a result")
         return messages[-1]
 
-    with core_logs(context):
-        ref = stages.lora_adapter(settings.load(), base_model, training_dataset, launch, context.run_id)
-    return artifact_output(ref, **_training_metadata(ref.info))
+    return launch
 
 
-def _training_metadata(info: dict) -> dict:
+def training_metadata(info: dict) -> dict:
     keys = ("method", "packing", "train_loss", "final_loss", "eval_loss", "best_step", "stopped_early", "steps",
             "resumed_from_step", "num_processes", "general_examples", "tokens_seen", "train_seconds")
     metadata = {k: info[k] for k in keys if info.get(k) is not None}
