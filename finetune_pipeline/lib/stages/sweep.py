@@ -91,7 +91,7 @@ def _val_metrics(cfg: PipelineConfig, version_key: str, dataset: ArtifactRef) ->
         records = records[: cfg.sweep.val_rows]
     if not records:
         raise ValueError(f"{val_file}: the val split is empty; sweep.select_by {cfg.sweep.select_by} needs val rows "
-                         "(data.split.val_fraction > 0)")
+                         "(data.val_fraction > 0)")
     c = cfg.eval.classification
     classification = None
     if c.field:

@@ -47,7 +47,7 @@ def select(results: list[PointResult], select_by: str, lower_is_better: bool) ->
         raise SelectionError("the sweep has no points")
     missing = [r.name for r in results if r.validation.get(select_by) is None]
     if missing:
-        hint = (" (training records it only when the dataset has a val split: set data.split.val_fraction > 0)"
+        hint = (" (training records it only when the dataset has a val split: set data.val_fraction > 0)"
                 if select_by == "eval_loss" else "")
         raise SelectionError(f"sweep.select_by {select_by}: no value for point(s) {missing}{hint}")
     order = {r.name: i for i, r in enumerate(results)}
