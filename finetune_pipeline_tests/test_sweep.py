@@ -117,7 +117,7 @@ def swept(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_winner_is_chosen_on_the_val_split_and_the_test_split_is_never_read(swept):
-    root, cfg, base, dataset, launch, points, winner, opened = swept
+    _, cfg, _, dataset, launch, points, winner, opened = swept
     test_file = str((dataset.dir / "test.jsonl").resolve())
     # Nothing this process opened during the sweep was a test split (the dataset's or the eval set's) ...
     assert opened and not [p for p in opened if p.endswith("/test.jsonl")]
@@ -141,7 +141,7 @@ def test_the_winner_is_chosen_on_the_val_split_and_the_test_split_is_never_read(
 
 @pytest.mark.slow
 def test_selecting_by_a_val_metric_evaluates_on_the_val_split_only(swept):
-    root, cfg, base, dataset, launch, *_ = swept
+    _, cfg, base, dataset, launch, *_ = swept
     by_val = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"select_by": "val/valid_json",
                                                                          "val_rows": 4})})
     with OpenedFiles() as opened:
@@ -157,7 +157,7 @@ def test_selecting_by_a_val_metric_evaluates_on_the_val_split_only(swept):
 
 @pytest.mark.slow
 def test_a_grown_sweep_trains_only_the_new_point(swept):
-    root, cfg, base, dataset, launch, *_ = swept
+    root, _, base, dataset, launch, *_ = swept
     before = len(launch.specs)
     grown = load_config(write_config(root, SAMPLE_RAW, sweep={"grid": {"learning_rate": [*GRID["learning_rate"], 0.02]}}))
     points, winner = sweep_stages.run_sweep(grown, base, dataset, launch)

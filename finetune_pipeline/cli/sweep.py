@@ -28,8 +28,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from finetune_pipeline.defs.sweep import SWEEP_POINTS
     from finetune_pipeline.definitions import build_definitions
+    from finetune_pipeline.defs.sweep import SWEEP_POINTS
     from finetune_pipeline.lib.reporting.markdown import fmt, markdown_table
     from finetune_pipeline.lib.stages.sweep import load_selection
 

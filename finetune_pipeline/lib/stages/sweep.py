@@ -65,7 +65,7 @@ def _record_recipe(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef,
 def sweep_model(cfg: PipelineConfig, name: str, base: ArtifactRef, dataset: ArtifactRef, adapter: ArtifactRef,
                 run_id: str | None = None) -> ArtifactRef:
     """The point's model version (merged_model with the point's config) and its validation record (sweep_point)."""
-    point, point_cfg = point_config(cfg, name)
+    _, point_cfg = point_config(cfg, name)
     merged = merged_model(point_cfg, base, adapter, run_id)
     version = merged.info["version_key"]
 
