@@ -49,14 +49,14 @@ def backend_for(e: EvalConfig, key: str, weights: Path | None = None, remote_id:
     """The backend for one model: a remote id goes to the endpoint, local weights through e.backend.
 
     `key` is the model version's key, the name `--served-model-name` gives it in the serving spec;
-    `dtype` is model.dtype, what the transformers backend loads the weights in.
+    `dtype` is model.dtype, what the transformers backend loads the weights in unless eval.dtype names another.
     """
     if remote_id:
         return _openai(e, remote_id)
     if weights is None:
         raise BackendError(f"model version {key!r} has no local weights and no remote id to evaluate")
     if e.backend == "transformers":
-        return TransformersBackend(Path(weights), e.batch_size, dtype=dtype)
+        return TransformersBackend(Path(weights), e.batch_size, dtype=dtype if e.dtype == "model" else e.dtype)
     if e.backend == "vllm":
         return VllmBackend(Path(weights), e.vllm)
     if e.backend == "openai":

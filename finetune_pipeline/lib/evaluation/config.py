@@ -151,6 +151,12 @@ class EvalConfig(Section):
 
     max_new_tokens: int = Field(48, gt=0, description="Longest answer generated, in tokens.")
     batch_size: int = Field(16, gt=0, description="Prompts generated together.")
+    # Opt-in, not a default: on CPU bf16 gave the same accuracy but not always the same greedy answers as fp32
+    # (benchmarks/eval_speed.py, docs/evaluation.md#eval-speed).
+    dtype: Literal["model", "float32", "bfloat16", "float16"] = Field(
+        "model", description="The transformers backend's weights dtype at eval: model = model.dtype (auto: bf16 on "
+                             "CUDA, fp32 on CPU); bfloat16 is faster on CPUs with avx512_bf16/AMX, with answers "
+                             "that can differ from fp32's.")
     limit: int = Field(0, ge=0, description="Evaluate the first this many test rows; 0 = the whole test split.")
     # A sorted test file (BANKING77's is grouped by intent) makes `limit` a biased slice; a sample is not.
     sample: int = Field(0, ge=0, description="Evaluate a seeded random sample of this many test rows, the same rows "
