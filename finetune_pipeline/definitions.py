@@ -47,18 +47,22 @@ def build_definitions(cfg: PipelineConfig) -> dg.Definitions:
     io = ({"io_manager": ArtifactRefsOnObjectStorage(url=cfg.artifacts_url,
                                                      storage_options=cfg.artifacts_storage_options)}
           if cfg.artifacts_url else {})
+    # The sweep's assets exist only for a config with a sweep: section. Their partitions (sweep_points) differ
+    # from model_eval's, and the UI's "Materialize all" cannot launch assets of two partitionings together:
+    # a config without a sweep keeps the one-click graph.
+    swept = bool(cfg.sweep_points())
     return dg.Definitions(
         assets=[data.raw_examples, data.training_dataset, training.base_model, training.lora_adapter,
                 training.merged_model, training.prompt_baselines, evaluation.model_eval, evaluation.general_eval,
                 openai_training.openai_fine_tuned_model, evaluation.eval_set, evaluation.general_suite,
-                promotion.leaderboard, promotion.champion, promotion.serving_spec, sweep.sweep_adapter,
-                sweep.sweep_model, sweep.sweep_winner],
+                promotion.leaderboard, promotion.champion, promotion.serving_spec,
+                *([sweep.sweep_adapter, sweep.sweep_model, sweep.sweep_winner] if swept else [])],
         asset_checks=ASSET_CHECKS,
-        jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote, sweep.sweep_inputs_job,
-              sweep.sweep_point_job, sweep.sweep_select_job],
+        jobs=[train_and_merge, evaluate_version, openai_training.openai_fine_tune, promote,
+              *([sweep.sweep_inputs_job, sweep.sweep_point_job, sweep.sweep_select_job] if swept else [])],
         schedules=[nightly_retrain, nightly_openai_fine_tune],
         sensors=[evaluation.evaluate_new_versions, register_base_version, raw_files_changed,
-                 sweep.register_sweep_points],
+                 *([sweep.register_sweep_points] if swept else [])],
         # One process per run, not per step: every step imports torch and transformers (seconds each) and
         # the graph is a chain, so per-step processes only add minutes. Training is isolated in its Pipes
         # child; pools (`gpu`) still apply. The `demo` command runs in process too.

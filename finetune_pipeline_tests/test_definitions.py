@@ -16,14 +16,13 @@ def test_definitions_load_with_expected_assets_groups_and_edges():
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "raw_examples", "training_dataset", "base_model", "lora_adapter", "merged_model", "model_eval",
         "openai_fine_tuned_model", "eval_set", "leaderboard", "champion", "serving_spec", "prompt_baselines",
-        "general_suite", "general_eval", "sweep_adapter", "sweep_model", "sweep_winner"}
+        "general_suite", "general_eval"}  # the sweep's assets only with a sweep: section (test_sweep.py)
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {"raw_examples": "data", "training_dataset": "data", "base_model": "training",
                       "lora_adapter": "training", "merged_model": "training", "model_eval": "evaluation",
                       "openai_fine_tuned_model": "openai", "eval_set": "data", "leaderboard": "promotion",
                       "champion": "promotion", "serving_spec": "promotion", "prompt_baselines": "training",
-                      "general_suite": "data", "general_eval": "evaluation", "sweep_adapter": "sweep",
-                      "sweep_model": "sweep", "sweep_winner": "sweep"}
+                      "general_suite": "data", "general_eval": "evaluation"}
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
     assert parents["training_dataset"] == ["base_model", "raw_examples"]

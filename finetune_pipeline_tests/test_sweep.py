@@ -169,11 +169,15 @@ def test_a_grown_sweep_trains_only_the_new_point(swept):
 
 # --- Dagster ---------------------------------------------------------------------------------------------------
 
-def test_sweep_assets_are_partitioned_by_point_in_the_gpu_pool_apart_from_train_and_merge():
+def test_sweep_assets_are_partitioned_by_point_in_the_gpu_pool_apart_from_train_and_merge(tmp_path):
     import dagster as dg
 
-    from finetune_pipeline.definitions import defs
+    from finetune_pipeline.definitions import build_definitions, defs
 
+    # Without a sweep: section the graph has no sweep assets: "Materialize all" stays one click (one partitioning).
+    assert not {"sweep_adapter", "sweep_model", "sweep_winner"} & {
+        k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    defs = build_definitions(load_config(write_config(tmp_path, SAMPLE_RAW, sweep={"grid": GRID})))
     graph = defs.resolve_asset_graph()
     node = {name: graph.get(dg.AssetKey(name)) for name in ("sweep_adapter", "sweep_model", "sweep_winner")}
     assert {n.group_name for n in node.values()} == {"sweep"}  # not in train_and_merge (groups data, training)
