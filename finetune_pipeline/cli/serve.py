@@ -103,8 +103,11 @@ def run(server: Server, host: str, port: int, log_dir: Path) -> int:
                                 env={**os.environ, **{k: os.environ.get(k, v) for k, v in server.env.items()}},
                                 start_new_session=True)  # its own group: stopping it stops its workers
     print(f"starting {server.engine} for {server.model_name} on {url} (pid {proc.pid}, log: {log})", flush=True)
-    # SIGTERM ends it the way Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM ends it the way Ctrl-C does. SIGINT too, explicitly: a process started in the background by a
+    # non-interactive shell (nohup, `&` in a script, some CI runners) inherits SIGINT ignored, and Python then
+    # keeps ignoring it, so Ctrl-C sent by a supervisor would leave the server running.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if not _wait_ready(proc, url + server.ready_path, log):
             return 1
