@@ -169,7 +169,8 @@ def test_a_grown_sweep_trains_only_the_new_point(swept):
 
 # --- Dagster ---------------------------------------------------------------------------------------------------
 
-def test_sweep_assets_are_partitioned_by_point_in_the_gpu_pool_apart_from_train_and_merge(tmp_path):
+# `instance`: a Definitions resolved here needs a live instance; an earlier test's ephemeral one may be gone.
+def test_sweep_assets_are_partitioned_by_point_in_the_gpu_pool_apart_from_train_and_merge(tmp_path, instance):
     import dagster as dg
 
     from finetune_pipeline.definitions import build_definitions, defs
