@@ -151,17 +151,24 @@ def _classification(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> Classific
     c = cfg.eval.classification
     if not c.field:
         return None
-    train_records: list[dict[str, Any]] = []
+    dataset_dir = None
     if not c.labels_file:
         dataset = store(cfg).find("training_dataset", eval_set_ref.info["dataset"])
         if dataset is None:
             raise FileNotFoundError(f"eval.classification: the labels come from the training split, but dataset "
                                     f"{eval_set_ref.info['dataset']} is gone; set eval.classification.labels_file")
-        train_records = read_split(dataset.dir / "train.jsonl")
-    labels = load_labels(cfg.path(c.labels_file) if c.labels_file else None, train_records, c.field)
+        dataset_dir = dataset.dir
+    labels = classification_labels(cfg, dataset_dir)
     passes = c.passes()
     return ClassificationSettings(field=c.field, labels=labels, constrained="constrained" in passes,
                                   likelihood="likelihood" in passes)
+
+
+def classification_labels(cfg: PipelineConfig, dataset_dir: Path | None) -> list[str]:
+    """eval.classification's label set: labels_file, else the labels of `dataset_dir`'s training split."""
+    c = cfg.eval.classification
+    train = [] if c.labels_file else read_split(dataset_dir / "train.jsonl")
+    return load_labels(cfg.path(c.labels_file) if c.labels_file else None, train, c.field)
 
 
 def sample_val_prompts(dataset: ArtifactRef, n: int = 3) -> list[list[dict[str, str]]]:

@@ -21,10 +21,9 @@ from typing import Any
 from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.data.cleaning import read_split
 from finetune_pipeline.lib.evaluation.backends import close_backend
-from finetune_pipeline.lib.evaluation.classification import load_labels
 from finetune_pipeline.lib.evaluation.evaluate import ClassificationSettings, EvalSettings, EvalSubject, evaluate
 from finetune_pipeline.lib.stages.common import artifact_key, build_artifact, registry, store
-from finetune_pipeline.lib.stages.evaluation import backend_for
+from finetune_pipeline.lib.stages.evaluation import backend_for, classification_labels
 from finetune_pipeline.lib.stages.models import merged_model
 from finetune_pipeline.lib.stages.training import Launcher, adapter_key, launch_subprocess, lora_adapter
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
@@ -95,8 +94,7 @@ def _val_metrics(cfg: PipelineConfig, version_key: str, dataset: ArtifactRef) ->
     c = cfg.eval.classification
     classification = None
     if c.field:
-        labels = load_labels(cfg.path(c.labels_file) if c.labels_file else None,
-                             [] if c.labels_file else read_split(dataset.dir / "train.jsonl"), c.field)
+        labels = classification_labels(cfg, dataset.dir)
         # Free generation only: the extra scoring passes (constrained, likelihood) are test-split reports, not
         # something to choose by (SweepConfig refuses select_by on them).
         classification = ClassificationSettings(field=c.field, labels=labels)
