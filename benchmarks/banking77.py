@@ -3,6 +3,8 @@
     python benchmarks/banking77.py                  # configs/banking77.yaml: k=10 per intent, full test split
     python benchmarks/banking77.py --limit 200      # evaluate on the first 200 test rows only (a quick look)
     python benchmarks/banking77.py --sample 256 --scoring constrained,likelihood   # every label's likelihood too
+    python benchmarks/banking77.py --scoring constrained,likelihood --base-fast --no-baselines   # issue 15's run
+    python benchmarks/banking77.py --config configs/banking77-full.yaml --versions finetuned    # all training data
 
 Runs the pipeline's own stages (the Dagster-free core, exactly what the assets
 call) on configs/banking77.yaml: the official test.csv is the test split (3,080
@@ -15,9 +17,17 @@ leaderboard stage ranks them and writes the verdict. Every stage runs:
 artifacts go to a fresh folder (the converted base model is reused from the
 model cache) unless --artifacts names one to reuse.
 
+The fine-tuned version is also evaluated a second time with
+`eval.classification.answers: constrained` (label decoding that stops once the
+label is decided, no free generation: lib/evaluation/label_decode.py), the fast
+eval, and the two evals of the same rows are compared: seconds, speed-up and
+accuracy. --base-fast evaluates the base model and the baselines that way only
+(their free generation is the slow part: a base model rarely stops early).
+
 Prints the results table, the wall time per stage, the verdict, and as its last
 line one JSON object with base_accuracy, finetuned_accuracy,
-constrained_accuracy, likelihood_accuracy, the baselines' accuracy, train_seconds, eval_seconds.
+constrained_accuracy, likelihood_accuracy, fast_accuracy, fast_speedup, the
+baselines' accuracy, train_seconds, eval_seconds.
 Each table row has its pass's eval rows/s: free generation's includes loading
 the model; the constrained pass re-decodes only the free answers that are not
 already labels (so it is fast on a fine-tuned model).
@@ -54,28 +64,38 @@ def run(args: argparse.Namespace) -> dict:
         logging.basicConfig(level=logging.INFO, format="  %(message)s")
 
     artifacts = Path(args.artifacts or tempfile.mkdtemp(prefix="banking77-bench-"))
-    overrides = {"artifacts_root": str(artifacts), "data": {"split": {"train_per_class": args.k}},
-                 "eval": {"limit": args.limit, "sample": args.sample}}
+    overrides = {"artifacts_root": str(artifacts), "eval": {"limit": args.limit, "sample": args.sample}}
+    if args.k is not None:
+        overrides["data"] = {"split": {"train_per_class": args.k}}
     if args.epochs is not None:
         overrides["train"] = {"epochs": args.epochs}
     if args.base_model:
         overrides["model"] = {"base_model": args.base_model}
     scoring = [] if args.free_only else [s for s in args.scoring.split(",") if s and s != "greedy"]
     # `constrained` is spelled out too: the config's `constrained: true` would otherwise add the pass back.
-    overrides["eval"]["classification"] = {"constrained": "constrained" in scoring, "scoring": scoring or ["greedy"]}
+    # answers: free, whatever the config says: these evals are the reference the fast eval is compared with.
+    overrides["eval"]["classification"] = {"constrained": "constrained" in scoring, "scoring": scoring or ["greedy"],
+                                           "answers": "free"}
     cfg = load_config(args.config, overrides)
     # The base model's constrained pass costs a full decoding of the test split (~5 min here): it shows
     # how much of the gain is only the label format. --no-base-constrained skips it.
     base_scoring = [s for s in scoring if s != "constrained"] if args.no_base_constrained else scoring
     base_cfg = cfg if base_scoring == scoring else load_config(args.config, {**overrides, "eval": {
-        **overrides["eval"], "classification": {"constrained": False, "scoring": base_scoring or ["greedy"]}}})
+        **overrides["eval"], "classification": {"constrained": False, "scoring": base_scoring or ["greedy"], "answers": "free"}}})
+    # The fast eval: the main answers decoded under the label set, no free generation (and no second pass).
+    fast_cfg = load_config(args.config, {**overrides, "eval": {**overrides["eval"], "classification": {
+        "constrained": False, "scoring": ["greedy"], "answers": "constrained"}}})
+    if args.base_fast:
+        base_cfg = fast_cfg
+    wanted = set(args.versions.split(","))
     times: dict[str, float] = {}
 
     def timed(name, fn, *a, **kw):
         started = time.time()
         result = fn(*a, **kw)
         times[name] = times.get(name, 0.0) + time.time() - started
-        print(f"[{time.time() - t0:7.1f}s] {name} done in {times[name]:.1f}s", flush=True)
+        print(f"[{time.time() - t0:7.1f}s] {name} done in {times[name]:.1f}s (load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})", flush=True)
         return result
 
     t0 = time.time()
@@ -86,13 +106,16 @@ def run(args: argparse.Namespace) -> dict:
     adapter = timed("train (LoRA)", stages.lora_adapter, cfg, base, dataset)
     merged = timed("merge", stages.merged_model, cfg, base, adapter)
     evals = timed("data: eval set", stages.eval_set, cfg, dataset)
-    baselines = timed("baselines", stages.prompt_baselines, cfg, base, dataset)
-    reports, versions = {}, {"base": base.info["version_key"], **{b: b for b in baselines},
-                             "finetuned": merged.info["version_key"]}
+    baselines = timed("baselines", stages.prompt_baselines, cfg, base, dataset) if "baselines" in wanted else []
+    versions = {"base": base.info["version_key"], **{b: b for b in baselines}, "finetuned": merged.info["version_key"]}
+    versions = {name: v for name, v in versions.items() if name in wanted or name in baselines}
+    reports = {}
     for name, version in versions.items():
+        if name == "finetuned":  # the same rows the fast way first, then as before: timed back to back
+            reports["finetuned fast"] = timed(f"eval finetuned ({_passes(fast_cfg)})", stages.model_eval, fast_cfg,
+                                              version, evals).info
         c = cfg if name == "finetuned" else base_cfg
-        how = " + ".join(["free", *c.eval.classification.passes()])
-        ref = timed(f"eval {name} ({how})", stages.model_eval, c, version, evals)
+        ref = timed(f"eval {name} ({_passes(c)})", stages.model_eval, c, version, evals)
         reports[name] = ref.info
     suite = stages.general_suite(cfg)
     for name, version in versions.items():
@@ -103,6 +126,11 @@ def run(args: argparse.Namespace) -> dict:
     board = Leaderboard.load(promotion_stages.leaderboard(cfg, evals, list(versions.values()), general=suite).dir)
     return {"cfg": cfg, "dataset": dataset.info, "adapter": adapter.info, "reports": reports, "times": times,
             "artifacts": str(artifacts), "total": time.time() - t0, "board": board, "versions": versions}
+
+
+def _passes(cfg) -> str:
+    c = cfg.eval.classification
+    return " + ".join(["label decoding" if c.answers == "constrained" else "free", *c.passes()])
 
 
 def table(result: dict) -> str:
@@ -116,18 +144,26 @@ def table(result: dict) -> str:
     rows = []
     base = result["cfg"].model.base_model
     board = {r.version: r for r in result["board"].rows}
-    for name, version in result["versions"].items():
-        label = {"base": f"base model {base}, zero-shot", "finetuned": "fine-tuned (LoRA)"}.get(
-            name, f"{version} (prompting baseline)")
-        m, row = result["reports"][name]["metrics"], board.get(version)
+    named = [*result["versions"].items()]
+    if "finetuned fast" in result["reports"]:
+        named.append(("finetuned fast", result["versions"]["finetuned"]))
+    for name, version in named:
+        label = {"base": f"base model {base}, zero-shot", "finetuned": "fine-tuned (LoRA)",
+                 "finetuned fast": "fine-tuned (LoRA)"}.get(name, f"{version} (prompting baseline)")
+        # The leaderboard row (CIs, cost) belongs to the eval the leaderboard ranked, not the fast re-eval.
+        m, row = result["reports"][name]["metrics"], board.get(version) if name != "finetuned fast" else None
         general = (f"{row.metrics['general/drift']:+.3f}" if row and "general/drift" in row.metrics else "-")
         cost = (f"{row.latency_p50_s:.2f} | {row.prompt_tokens:.0f} | {row.usd_per_1k_requests:.4f}"
                 if row and row.latency_p50_s is not None and row.usd_per_1k_requests is not None else "- | - | -")
         c = result["reports"][name].get("classification", {})
         seconds = {"classification/": result["reports"][name].get("generation_seconds"),
                    "constrained/": c.get("constrained_seconds"), "likelihood/": c.get("likelihood_seconds")}
-        for kind, prefix in (("free generation", "classification/"), ("constrained to the labels", "constrained/"),
+        main = ("label decoding (answers: constrained, no free pass)" if c.get("answers") == "constrained"
+                else "free generation")
+        for kind, prefix in ((main, "classification/"), ("constrained to the labels", "constrained/"),
                              ("most likely label", "likelihood/")):
+            if prefix == "constrained/" and c.get("answers") == "constrained":
+                continue  # the same answers as the main row
             if f"{prefix}accuracy" in m:
                 top3 = pct(m.get(f"{prefix}top3_accuracy"))
                 rate = f"{m['n'] / seconds[prefix]:.2f}" if seconds[prefix] else "-"
@@ -145,7 +181,7 @@ def table(result: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs" / "banking77.yaml"))
-    p.add_argument("--k", type=int, default=10, help="training examples per intent (default 10)")
+    p.add_argument("--k", type=int, default=None, help="training examples per intent (default: the config's)")
     p.add_argument("--epochs", type=float, default=None, help="override train.epochs")
     p.add_argument("--limit", type=int, default=0, help="evaluate on the first N test rows (0 = all 3,080)")
     p.add_argument("--base-model", default=None, help="override model.base_model (tests use tiny-random)")
@@ -160,19 +196,35 @@ def main(argv=None) -> int:
     p.add_argument("--scoring", default="constrained",
                    help="label scoring beside free generation, comma-separated: constrained, likelihood (default "
                         "constrained; likelihood scores all 77 labels per row, about 3x the time of free generation)")
+    p.add_argument("--base-fast", action="store_true",
+                   help="evaluate the base model and the baselines with label decoding only (answers: constrained): "
+                        "no free generation, which on the base model runs to max_new_tokens on every row")
+    p.add_argument("--versions", default="base,baselines,finetuned",
+                   help="which versions to evaluate, comma-separated (default base,baselines,finetuned)")
+    p.add_argument("--no-baselines", dest="versions", action="store_const", const="base,finetuned",
+                   help="skip the config's prompting baselines (same as --versions base,finetuned)")
     p.add_argument("--quiet", action="store_true", help="no stage logs, only the timings and the table")
     args = p.parse_args(argv)
-    print(f"BANKING77 benchmark: k={args.k} per intent, {os.cpu_count()} CPUs, load average "
+    print(f"BANKING77 benchmark: {args.config}, k={args.k or 'as configured'} per intent, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     result = run(args)
     reports, times, ds = result["reports"], result["times"], result["dataset"]
-    print(f"\ndata: {ds['splits']} (train {ds['splits']['train']} = {args.k} x classes; test = the official test "
-          f"file{'' if not args.limit else f', first {args.limit} rows evaluated'})")
+    k = result["cfg"].data.split.train_per_class
+    print(f"\ndata: {ds['splits']} (train {ds['splits']['train']} = {f'{k} x classes' if k else 'every training row'}; "
+          f"test = the official test file{'' if not args.limit else f', first {args.limit} rows evaluated'})")
     a = result["adapter"]
-    r = reports["finetuned"]
-    print(f"fine-tuned eval: free generation {r.get('generation_seconds')}s; constrained "
-          f"{r.get('classification', {}).get('constrained_seconds')}s, of which "
-          f"{r.get('classification', {}).get('constrained_reused')} answers reused from free generation")
+    r, fast = reports.get("finetuned", {}), reports.get("finetuned fast", {})
+    if r:
+        print(f"fine-tuned eval: free generation {r.get('generation_seconds')}s; constrained "
+              f"{r.get('classification', {}).get('constrained_seconds')}s, of which "
+              f"{r.get('classification', {}).get('constrained_reused')} answers reused from free generation; "
+              f"likelihood {r.get('classification', {}).get('likelihood_seconds')}s")
+        rm, fm = r["metrics"], fast["metrics"]
+        print(f"fine-tuned eval of {fm['n']} rows, fast (label decoding, answers: constrained): "
+              f"{fast['eval_seconds']}s vs free generation's {r['generation_seconds']}s: "
+              f"{r['generation_seconds'] / fast['eval_seconds']:.2f}x faster; accuracy "
+              f"{100 * fm['classification/accuracy']:.1f}% vs {100 * rm['classification/accuracy']:.1f}% (free) and "
+              f"{100 * rm.get('constrained/accuracy', float('nan')):.1f}% (constrained after free)")
     print(f"training: {a.get('steps')} steps, final train loss {a.get('final_loss')}, eval loss {a.get('eval_loss')}, "
           f"{a.get('tokens_per_second')} non-pad tokens/s, stopped early: {a.get('stopped_early')}")
     print(f"\n{table(result)}\n")
@@ -186,16 +238,26 @@ def main(argv=None) -> int:
     print(f"| total | {result['total']:.1f} |")
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; artifacts in {result['artifacts']}")
     eval_seconds = sum(s for n, s in times.items() if n.startswith("eval "))
+    base_m, ft_m = reports.get("base", {}).get("metrics", {}), reports["finetuned"]["metrics"]
     summary = {
-        "base_accuracy": reports["base"]["metrics"]["classification/accuracy"],
-        "base_constrained_accuracy": reports["base"]["metrics"].get("constrained/accuracy"),
-        "finetuned_accuracy": reports["finetuned"]["metrics"]["classification/accuracy"],
-        "constrained_accuracy": reports["finetuned"]["metrics"].get("constrained/accuracy"),
-        "likelihood_accuracy": reports["finetuned"]["metrics"].get("likelihood/accuracy"),
-        "finetuned_macro_f1": reports["finetuned"]["metrics"]["classification/macro_f1"],
+        "base_accuracy": base_m.get("classification/accuracy"),
+        "base_macro_f1": base_m.get("classification/macro_f1"),
+        "base_constrained_accuracy": base_m.get("constrained/accuracy"),
+        "finetuned_accuracy": ft_m["classification/accuracy"],
+        "constrained_accuracy": ft_m.get("constrained/accuracy"),
+        "likelihood_accuracy": ft_m.get("likelihood/accuracy"),
+        "finetuned_macro_f1": ft_m["classification/macro_f1"],
+        "constrained_macro_f1": ft_m.get("constrained/macro_f1"),
+        "likelihood_macro_f1": ft_m.get("likelihood/macro_f1"),
+        "likelihood_top3_accuracy": ft_m.get("likelihood/top3_accuracy"),
+        "fast_accuracy": fast["metrics"]["classification/accuracy"],
+        "fast_macro_f1": fast["metrics"]["classification/macro_f1"],
+        "fast_eval_seconds": fast["eval_seconds"],
+        "free_generation_seconds": r["generation_seconds"],
+        "fast_speedup": round(r["generation_seconds"] / fast["eval_seconds"], 2),
         "baselines_accuracy": {name: r["metrics"]["classification/accuracy"] for name, r in reports.items()
-                               if name not in ("base", "finetuned")},
-        "test_rows": reports["finetuned"]["metrics"]["n"],
+                               if name not in ("base", "finetuned", "finetuned fast")},
+        "test_rows": ft_m["n"],
         "train_seconds": round(times["train (LoRA)"], 1),
         "eval_seconds": round(eval_seconds, 1),
         "total_seconds": round(result["total"], 1),

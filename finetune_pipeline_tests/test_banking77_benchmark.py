@@ -25,4 +25,8 @@ def test_banking77_benchmark_prints_baselines_forgetting_and_the_verdict(tmp_pat
     table = out.split("| model |", 1)[1]
     assert "(prompting baseline), free generation" in table and "fine-tuned (LoRA), constrained to the labels" in table
     assert "general drift" in table and "$/1k requests" in table
+    # The fine-tuned version is evaluated a second time the fast way, on the same rows, and the two compared.
+    assert "fine-tuned (LoRA), label decoding (answers: constrained, no free pass)" in table
+    assert "fine-tuned eval of 20 rows, fast (label decoding" in out
+    assert 0 <= summary["fast_accuracy"] <= 1 and summary["fast_speedup"] > 0
     assert "verdict:" in out and "Forgetting: " in out.split("verdict:", 1)[1]

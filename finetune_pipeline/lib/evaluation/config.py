@@ -13,6 +13,7 @@ from finetune_pipeline.lib.section import Section, rules
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Scoring = Literal["greedy", "constrained", "likelihood"]
+AnswerMode = Literal["free", "constrained"]
 
 
 class EndpointConfig(Section):
@@ -93,7 +94,9 @@ class ClassificationConfig(Section):
     `constrained/...`; `likelihood` ranks every label by the model's
     log-probability of its answer tokens, reported as `likelihood/accuracy`,
     `likelihood/macro_f1` and `likelihood/top3_accuracy`. `constrained: true` is
-    the older spelling of adding `constrained` to `scoring`.
+    the older spelling of adding `constrained` to `scoring`. `answers: constrained`
+    makes the label-constrained decoding the main answers and skips free
+    generation: the fast eval of a classifier (docs/evaluation.md#eval-speed).
     """
 
     field: str = Field("", description="The JSON output field that is a class label; empty = not a "
@@ -109,6 +112,13 @@ class ClassificationConfig(Section):
         "more), constrained (greedy decoding restricted to the label set, constrained/...), likelihood (every "
         "label ranked by its log-probability, likelihood/... with top-3 accuracy); one or a list."))
 
+    # Constrained answers are always a label, so they measure which label the model prefers, not whether it
+    # keeps the format: a free pass shows that (valid_label); skipping it is what makes this fast.
+    answers: AnswerMode = Field("free", description=(
+        "Where the main answers come from: free (greedy generation, the model may answer anything) or constrained "
+        "(greedy decoding restricted to the label set, stopped as soon as the label is decided: every answer is a "
+        "label, no free generation runs, several times faster)."))
+
     @field_validator("scoring", mode="before")
     @classmethod
     def _one_or_a_list(cls, value):
@@ -120,6 +130,8 @@ class ClassificationConfig(Section):
         needs_field = f"`scoring: {extra[0] if extra else ''}` needs `field` (the label field)"
         rules((not (self.constrained and not self.field), "`constrained` needs `field` (the label field)"),
               (not (extra and not self.field), needs_field),
+              (not (self.answers == "constrained" and not self.field),
+               "`answers: constrained` needs `field` (the label field)"),
               (not ("constrained" in self.scoring and "constrained" in self.model_fields_set
                     and not self.constrained),
                "`constrained: false` contradicts `scoring: constrained`; drop `constrained` (its older spelling)"))

@@ -4,15 +4,18 @@ A prefix trie over the token ids of every allowed output (tokenized exactly as
 training tokenized the assistant turn, end-of-turn token included) becomes
 transformers' `prefix_allowed_tokens_fn`: at each step only tokens that continue
 some allowed output may be chosen, so greedy decoding always ends in one of them.
-Costs one decoding pass, like free generation; it is greedy over the trie, not a
-full argmax of every label's likelihood.
+It is greedy over the trie, not a full argmax of every label's likelihood. The
+decoding itself is label_decode.py's, which makes the same choices as that
+`prefix_allowed_tokens_fn` in `generate` (kept in generate.py as the reference
+the tests compare with) in a few forward steps instead of one per token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from finetune_pipeline.lib.evaluation.generate import generate_batched
+from finetune_pipeline.lib.evaluation.generate import _prompt_messages
+from finetune_pipeline.lib.evaluation.label_decode import decode_labels
 from finetune_pipeline.lib.training.collate import _render_ids
 
 
@@ -65,7 +68,8 @@ def generate_constrained(model, tokenizer, conversations: Sequence[Sequence[dict
     `stats` (if given) receives how many were reused and decoded.
     """
     eos = eos_token_id(model, tokenizer)
-    trie = OutputTrie([output_token_ids(tokenizer, o, eos) for o in allowed_outputs], eos)
+    sequences = [output_token_ids(tokenizer, o, eos) for o in allowed_outputs]
+    trie = OutputTrie(sequences, eos)
     outputs = [""] * len(conversations)
     todo = []
     for i in range(len(conversations)):
@@ -75,8 +79,9 @@ def generate_constrained(model, tokenizer, conversations: Sequence[Sequence[dict
             todo.append(i)
     if stats is not None:
         stats.update(reused=len(conversations) - len(todo), decoded=len(todo))
-    decoded = generate_batched(model, tokenizer, [conversations[i] for i in todo], max_new_tokens=trie.max_len,
-                               batch_size=batch_size, allowed_tokens=trie.allowed, eos_token_id=eos)
-    for i, text in zip(todo, decoded):
-        outputs[i] = text
+    prompts = [_render_ids(tokenizer, _prompt_messages(conversations[i]), add_generation_prompt=True) for i in todo]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    chosen = decode_labels(model, prompts, sequences, batch_size=batch_size, pad_id=pad)
+    for i, index in zip(todo, chosen):
+        outputs[i] = allowed_outputs[index]
     return outputs

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from finetune_pipeline.lib.evaluation.backend_errors import BackendError
 from finetune_pipeline.lib.evaluation.backends import EvalBackend
 from finetune_pipeline.lib.evaluation.classification import allowed_outputs
+from finetune_pipeline.lib.evaluation.config import AnswerMode
 from finetune_pipeline.lib.evaluation.confusion import confusion_matrix
 from finetune_pipeline.lib.evaluation.generate import strip_assistant
 from finetune_pipeline.lib.evaluation.metrics import Answers, Classification, expected_fields, row_scores, scores
@@ -47,6 +48,7 @@ class ClassificationSettings(BaseModel):
     labels: list[str]  # the label set, already loaded (lib/evaluation/classification.py::load_labels)
     constrained: bool = False
     likelihood: bool = False  # rank every label by its likelihood (lib/evaluation/likelihood.py)
+    answers: AnswerMode = "free"  # constrained: the main answers are label-constrained decoding, no free generation
 
 
 class EvalSettings(BaseModel):
@@ -78,12 +80,13 @@ def evaluate(backend: EvalBackend, records: Sequence[dict[str, Any]], settings: 
         conversations = [recipe.apply(c) for c in conversations]
     answer = _answerer(backend, settings)
     predictions = answer(conversations)
+    labelled = _answers_are_labels(settings)
     generation_seconds = time.time() - started
     answers = Answers(predictions, expected, expected_fields(expected))  # refuses a count that does not match
     part, forced, ranked = None, [], []
     if settings.classification is not None:
         classification, part, forced, ranked = _classify(backend, conversations, expected, predictions,
-                                                         settings.classification)
+                                                         settings.classification, labelled)
         answers = dataclasses.replace(answers, classification=classification)
     rows = [PredictionRow(line=i, input=c[-1]["content"], expected=e, prediction=p, **s)
             for i, (c, e, p, s) in enumerate(zip(conversations, expected, predictions, row_scores(answers)), start=1)]
@@ -102,16 +105,29 @@ def evaluate(backend: EvalBackend, records: Sequence[dict[str, Any]], settings: 
                       predictions=rows, constrained_predictions=forced, ranked=ranked)
 
 
+def _answers_are_labels(settings: EvalSettings) -> bool:
+    """True if the main answers are decoded under the label set (eval.classification.answers: constrained)."""
+    c, recipe = settings.classification, settings.prompt
+    # A constrained prompting baseline keeps its own constraint (e.g. the JSON shape), which is not the label set.
+    return c is not None and c.answers == "constrained" and not (recipe is not None and recipe.constraint)
+
+
 def _answerer(backend: EvalBackend, settings: EvalSettings) -> Callable[[list], list[str]]:
-    """Free greedy generation, or a constrained prompting baseline's structured decoding."""
+    """Free greedy generation, a constrained prompting baseline's structured decoding, or label-constrained
+    decoding (eval.classification.answers: constrained)."""
     recipe = settings.prompt
-    if recipe is None or not recipe.constraint:
+    if _answers_are_labels(settings):
+        allowed, what = allowed_outputs(settings.classification.field, settings.classification.labels), \
+            "eval.classification.answers: constrained"
+    elif recipe is not None and recipe.constraint:
+        allowed, what = recipe.allowed_outputs, f"a constrained baseline ({recipe.constraint})"
+    else:
         return lambda conversations: backend.generate(conversations, settings.max_new_tokens)
     generate = getattr(backend, "generate_constrained", None)
     if generate is None:
-        raise BackendError(f"a constrained baseline ({recipe.constraint}) needs eval.backend transformers or vllm; "
-                           f"{backend.name} cannot constrain decoding")
-    return lambda conversations: generate(conversations, recipe.allowed_outputs)
+        raise BackendError(f"{what} needs eval.backend transformers or vllm; {backend.name} cannot constrain "
+                           "decoding")
+    return lambda conversations: generate(conversations, allowed)
 
 
 def measure_latency(answer: Callable[[list], list[str]], conversations: list) -> Latency | None:
@@ -149,13 +165,20 @@ def token_usage(backend: EvalBackend, conversations: list, predictions: list[str
 
 
 def _classify(backend: EvalBackend, conversations: list[list[dict]], expected: list[str], predictions: list[str],
-              c: ClassificationSettings
+              c: ClassificationSettings, labelled: bool = False
               ) -> tuple[Classification, ClassificationReport, list[Answer], list[RankedAnswer]]:
     """Label-constrained generation and likelihood ranking if asked (and the backend can), and the confusion
-    matrices."""
-    part = ClassificationReport(field=c.field, labels=len(c.labels), label_set=list(c.labels))
+    matrices. `labelled`: the main answers already are label-constrained decoding."""
+    part = ClassificationReport(field=c.field, labels=len(c.labels), label_set=list(c.labels),
+                                answers="constrained" if labelled else "free")
     forced = None
-    if c.constrained:
+    if labelled:
+        part.notes.append("answers: decoded under the label set (eval.classification.answers: constrained); no "
+                          "free generation ran, so valid_label is 1 by construction")
+    if c.constrained and labelled:  # the constrained pass would decode the same answers again
+        forced, part.constrained_seconds, part.constrained_reused = list(predictions), 0.0, len(predictions)
+        part.constrained_confusion = confusion_matrix(expected, forced, c.field, c.labels)
+    elif c.constrained:
         generate = getattr(backend, "generate_constrained", None)
         if generate is None:
             part.notes.append(f"constrained generation needs eval.backend transformers or vllm; {backend.name} has "

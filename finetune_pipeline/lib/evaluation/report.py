@@ -61,6 +61,7 @@ class ClassificationReport(BaseModel):
     field: str
     labels: int  # how many labels the label set has
     label_set: list[str] = Field(default_factory=list)  # the labels themselves (empty in older reports)
+    answers: str = "free"  # constrained: the main answers were decoded under the label set (no free generation)
     notes: list[str] = Field(default_factory=list)
     constrained_seconds: float | None = None  # these two: only when constrained generation ran
     constrained_reused: int | None = None

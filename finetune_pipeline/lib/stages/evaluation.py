@@ -74,6 +74,8 @@ def _recipe(cfg: PipelineConfig, version: ModelVersion, backend: EvalBackend, ev
         # The label set's content, not the file's name, decides the scores.
         recipe["classification"] = {"field": c.field, "scoring": c.passes(),
                                     "labels": hash_file(cfg.path(c.labels_file)) if c.labels_file else "train split"}
+        if c.answers != "free":  # only when set, so evals made before the setting existed keep their keys
+            recipe["classification"]["answers"] = c.answers
     return recipe
 
 
@@ -161,7 +163,7 @@ def _classification(cfg: PipelineConfig, eval_set_ref: ArtifactRef) -> Classific
     labels = classification_labels(cfg, dataset_dir)
     passes = c.passes()
     return ClassificationSettings(field=c.field, labels=labels, constrained="constrained" in passes,
-                                  likelihood="likelihood" in passes)
+                                  likelihood="likelihood" in passes, answers=c.answers)
 
 
 def classification_labels(cfg: PipelineConfig, dataset_dir: Path | None) -> list[str]:

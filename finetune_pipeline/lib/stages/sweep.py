@@ -58,6 +58,8 @@ def _record_recipe(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef,
         recipe["val_eval"] = {"rows": cfg.sweep.val_rows, "max_new_tokens": cfg.eval.max_new_tokens,
                               "backend": cfg.eval.backend,
                               "classification": {"field": c.field, "labels_file": c.labels_file} if c.field else None}
+        if c.field and c.answers != "free":  # only when set: records validated before the setting keep their keys
+            recipe["val_eval"]["classification"]["answers"] = c.answers
     return recipe
 
 
@@ -95,9 +97,10 @@ def _val_metrics(cfg: PipelineConfig, version_key: str, dataset: ArtifactRef) ->
     classification = None
     if c.field:
         labels = classification_labels(cfg, dataset.dir)
-        # Free generation only: the extra scoring passes (constrained, likelihood) are test-split reports, not
-        # something to choose by (SweepConfig refuses select_by on them).
-        classification = ClassificationSettings(field=c.field, labels=labels)
+        # The main answers only (free, or label-constrained with answers: constrained): the extra scoring passes
+        # (constrained, likelihood) are test-split reports, not something to choose by (SweepConfig refuses
+        # select_by on them).
+        classification = ClassificationSettings(field=c.field, labels=labels, answers=c.answers)
     settings = EvalSettings(max_new_tokens=cfg.eval.max_new_tokens, classification=classification,
                             latency_requests=0, resamples=VAL_RESAMPLES)
     version = registry(cfg).get(version_key)
