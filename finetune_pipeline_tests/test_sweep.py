@@ -137,6 +137,24 @@ def test_the_winner_is_chosen_on_the_val_split_and_the_test_split_is_never_read(
     assert inputs == {record.key for _, _, record in points}
     # Every point is a registered model version.
     assert {record.info["version"] for _, _, record in points} <= set(stages.registry(cfg).keys())
+    # The winner's version carries how it was chosen (the leaderboard shows it); the loser's does not.
+    chosen = winner.info["winner_version"]
+    assert sweep_stages.chosen_by(cfg, chosen).startswith("sweep winner of 2 points by eval_loss = ")
+    assert [sweep_stages.chosen_by(cfg, r.info["version"]) for _, _, r in points if r.info["version"] != chosen] \
+        == [None]
+
+
+def test_the_leaderboard_marks_the_metric_that_chose_a_sweep_winner():
+    from finetune_pipeline.lib.versions.leaderboard import Leaderboard, LeaderboardRow
+
+    rows = [LeaderboardRow(version=v, kind="lora_merged", metrics={"exact_match": m, "n": 10}, eval_key="k",
+                           eval_path="p", chosen_by=c)
+            for v, m, c in (("lora-a", 0.5, "sweep winner of 3 points by val/classification/accuracy = 0.79 on the "
+                                            "val split"), ("lora-b", 0.4, None))]
+    table = Leaderboard.ranked("e", 10, "exact_match", rows, {}, {}).markdown()
+    assert "| lora-a | lora_merged (sweep winner of 3 points by val/classification/accuracy = 0.79 on the val split) |" \
+        in table
+    assert "| lora-b | lora_merged |" in table
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from finetune_pipeline.lib.reporting.charts import confusion_file, confusion_png
 from finetune_pipeline.lib.stages.common import build_artifact, registry, store
 from finetune_pipeline.lib.stages.evaluation import answering_version, is_remote, model_eval_key
 from finetune_pipeline.lib.stages.general import GeneralReport, general_eval_key
+from finetune_pipeline.lib.stages.sweep import chosen_by
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
 from finetune_pipeline.lib.storage.hashing import hash_file
 from finetune_pipeline.lib.versions import kinds
@@ -63,7 +64,7 @@ def collect(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str], gen
                              latency_p95_s=report.latency.p95_s if report.latency else None,
                              prompt_tokens=report.tokens.prompt_per_request if report.tokens else None,
                              completion_tokens=report.tokens.completion_per_request if report.tokens else None,
-                             **cost.model_dump())
+                             chosen_by=chosen_by(cfg, key), **cost.model_dump())
         if general is not None:
             _add_general(cfg, row, general)
         rows.append(row)
@@ -172,6 +173,9 @@ def leaderboard(cfg: PipelineConfig, eval_set: ArtifactRef, versions: list[str],
 
     recipe = {"eval_set": eval_set.key, "evals": [r.eval_key for r in board.rows], "missing": sorted(board.missing),
               "general": [r.general_key for r in board.rows], "promotion": cfg.section("promotion"),
+              # Only when some row has one, so leaderboards of configs without sweeps keep their keys.
+              **({"chosen_by": {r.version: r.chosen_by for r in board.rows if r.chosen_by}}
+                 if any(r.chosen_by for r in board.rows) else {}),
               "costs": cfg.section("costs")}
     inputs = [eval_set, *({"asset": "model_eval", "key": r.eval_key, "path": r.eval_path, "version": r.version}
                           for r in board.rows)]

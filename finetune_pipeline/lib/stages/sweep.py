@@ -22,11 +22,12 @@ from finetune_pipeline.lib.config import PipelineConfig
 from finetune_pipeline.lib.data.cleaning import read_split
 from finetune_pipeline.lib.evaluation.backends import close_backend
 from finetune_pipeline.lib.evaluation.evaluate import ClassificationSettings, EvalSettings, EvalSubject, evaluate
-from finetune_pipeline.lib.stages.common import artifact_key, build_artifact, registry, store
+from finetune_pipeline.lib.stages.common import artifact_key, build_artifact, registry, remote, store
 from finetune_pipeline.lib.stages.evaluation import backend_for, classification_labels
 from finetune_pipeline.lib.stages.models import merged_model
 from finetune_pipeline.lib.stages.training import Launcher, adapter_key, launch_subprocess, lora_adapter
 from finetune_pipeline.lib.storage.artifacts import ArtifactRef
+from finetune_pipeline.lib.storage.state_files import StateFiles
 from finetune_pipeline.lib.sweeps import PointResult, SweepPoint, SweepSelection, select
 from finetune_pipeline.lib.sweeps.config import VAL_PREFIX
 
@@ -157,8 +158,32 @@ def sweep_winner(cfg: PipelineConfig, base: ArtifactRef, dataset: ArtifactRef, r
     # The names are part of the recipe: a renamed point is the same training but a different table.
     recipe = {"points": {r.name: ref.key for r, ref in zip(results, records)}, "select_by": cfg.sweep.select_by,
               "evaluate_on_test": cfg.sweep.evaluate_on_test}
-    return build_artifact(cfg, "sweep_winner", build, recipe=recipe, inputs=records, config=cfg.section("sweep"),
-                          unchanged="same points, same validation results", run_id=run_id)
+    ref = build_artifact(cfg, "sweep_winner", build, recipe=recipe, inputs=records, config=cfg.section("sweep"),
+                         unchanged="same points, same validation results", run_id=run_id)
+    # Beside the version, not in its registry manifest: merged_model re-registers the version on every cache hit.
+    _choices(cfg).write(f"{CHOICES_DIR}/{selection.winner_version}.json", json.dumps(
+        {"sweep_winner": ref.key, "select_by": selection.select_by, "value": selection.value(selection.winner),
+         "points": len(selection.points)}, indent=2) + "\n")
+    return ref
+
+
+CHOICES_DIR = "sweep_choices"  # <artifacts_root>/sweep_choices/<version key>.json: how a sweep chose that version
+
+
+def _choices(cfg: PipelineConfig) -> StateFiles:
+    return StateFiles(cfg.artifacts_dir, remote(cfg))
+
+
+def chosen_by(cfg: PipelineConfig, version_key: str) -> str | None:
+    """How a sweep chose this version ("sweep winner of 3 points by val/classification/accuracy = 0.792"), if one
+    did (the leaderboard shows it beside the version's kind)."""
+    text = _choices(cfg).read(f"{CHOICES_DIR}/{version_key}.json")
+    if text is None:
+        return None
+    choice = json.loads(text)
+    value = choice["value"]
+    shown = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+    return f"sweep winner of {choice['points']} points by {choice['select_by']} = {shown} on the val split"
 
 
 def load_selection(ref: ArtifactRef) -> SweepSelection:

@@ -43,6 +43,7 @@ class LeaderboardRow(VersionCost):
     completion_tokens: float | None = None
     intervals: dict[str, ConfidenceInterval] = Field(default_factory=dict)  # 95% bootstrap, by metric
     fine_tuned: bool = False  # trained on the task (the verdict weighs it against the prompting baselines)
+    chosen_by: str | None = None  # how a sweep chose it on the val split (stages/sweep.py::chosen_by), if one did
     general_key: str | None = None  # its general_eval artifact, whose metrics are the general/... columns
     general_note: str | None = None  # why it has no general/... metrics
     rank: int = 0
@@ -98,7 +99,7 @@ class Leaderboard(BaseModel):
         head = ["rank", "version", "kind", *self.metrics, "n", "latency p50 s", "p95 s", "tokens in/out",
                 "s/request", "$/1k requests", "eval device", "train s", "tokens trained", "train device",
                 "device-h", "est. $"]
-        lines = [markdown_table(head, ([r.rank, r.version, r.kind,
+        lines = [markdown_table(head, ([r.rank, r.version, f"{r.kind} ({r.chosen_by})" if r.chosen_by else r.kind,
                                         *(with_interval(r.metrics.get(m), r.intervals.get(m)) for m in self.metrics),
                                         r.metrics.get("n", ""), fmt(r.latency_p50_s, 3), fmt(r.latency_p95_s, 3),
                                         f"{fmt(r.prompt_tokens, 0)}/{fmt(r.completion_tokens, 0)}",
