@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> dict:
         if name == "finetuned":  # the same rows the fast way first, then as before: timed back to back
             reports["finetuned fast"] = timed(f"eval finetuned ({_passes(fast_cfg)})", stages.model_eval, fast_cfg,
                                               version, evals).info
+            if args.fast_only:
+                continue
         c = cfg if name == "finetuned" else base_cfg
         ref = timed(f"eval {name} ({_passes(c)})", stages.model_eval, c, version, evals)
         reports[name] = ref.info
@@ -144,7 +146,7 @@ def table(result: dict) -> str:
     rows = []
     base = result["cfg"].model.base_model
     board = {r.version: r for r in result["board"].rows}
-    named = [*result["versions"].items()]
+    named = [(n, v) for n, v in result["versions"].items() if n in result["reports"]]
     if "finetuned fast" in result["reports"]:
         named.append(("finetuned fast", result["versions"]["finetuned"]))
     for name, version in named:
@@ -199,6 +201,9 @@ def main(argv=None) -> int:
     p.add_argument("--base-fast", action="store_true",
                    help="evaluate the base model and the baselines with label decoding only (answers: constrained): "
                         "no free generation, which on the base model runs to max_new_tokens on every row")
+    p.add_argument("--fast-only", action="store_true",
+                   help="evaluate the fine-tuned version with label decoding only (answers: constrained), not also "
+                        "with free generation and the --scoring passes")
     p.add_argument("--versions", default="base,baselines,finetuned",
                    help="which versions to evaluate, comma-separated (default base,baselines,finetuned)")
     p.add_argument("--no-baselines", dest="versions", action="store_const", const="base,finetuned",
@@ -214,6 +219,9 @@ def main(argv=None) -> int:
           f"test = the official test file{'' if not args.limit else f', first {args.limit} rows evaluated'})")
     a = result["adapter"]
     r, fast = reports.get("finetuned", {}), reports.get("finetuned fast", {})
+    if fast and not r:
+        print(f"fine-tuned eval of {fast['metrics']['n']} rows, label decoding only (--fast-only): "
+              f"{fast['eval_seconds']}s")
     if r:
         print(f"fine-tuned eval: free generation {r.get('generation_seconds')}s; constrained "
               f"{r.get('classification', {}).get('constrained_seconds')}s, of which "
@@ -238,7 +246,7 @@ def main(argv=None) -> int:
     print(f"| total | {result['total']:.1f} |")
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; artifacts in {result['artifacts']}")
     eval_seconds = sum(s for n, s in times.items() if n.startswith("eval "))
-    base_m, ft_m = reports.get("base", {}).get("metrics", {}), reports["finetuned"]["metrics"]
+    base_m, ft_m = reports.get("base", {}).get("metrics", {}), (r or fast)["metrics"]
     summary = {
         "base_accuracy": base_m.get("classification/accuracy"),
         "base_macro_f1": base_m.get("classification/macro_f1"),
@@ -253,8 +261,8 @@ def main(argv=None) -> int:
         "fast_accuracy": fast["metrics"]["classification/accuracy"],
         "fast_macro_f1": fast["metrics"]["classification/macro_f1"],
         "fast_eval_seconds": fast["eval_seconds"],
-        "free_generation_seconds": r["generation_seconds"],
-        "fast_speedup": round(r["generation_seconds"] / fast["eval_seconds"], 2),
+        "free_generation_seconds": r.get("generation_seconds"),
+        "fast_speedup": round(r["generation_seconds"] / fast["eval_seconds"], 2) if r else None,
         "baselines_accuracy": {name: r["metrics"]["classification/accuracy"] for name, r in reports.items()
                                if name not in ("base", "finetuned", "finetuned fast")},
         "test_rows": ft_m["n"],
