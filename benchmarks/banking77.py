@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> dict:
     # how much of the gain is only the label format. --no-base-constrained skips it.
     base_scoring = [s for s in scoring if s != "constrained"] if args.no_base_constrained else scoring
     base_cfg = cfg if base_scoring == scoring else load_config(args.config, {**overrides, "eval": {
-        **overrides["eval"], "classification": {"constrained": False, "scoring": base_scoring or ["greedy"], "answers": "free"}}})
+        **overrides["eval"], "classification": {"constrained": False, "scoring": base_scoring or ["greedy"],
+                                                "answers": "free"}}})
     # The fast eval: the main answers decoded under the label set, no free generation (and no second pass).
     fast_cfg = load_config(args.config, {**overrides, "eval": {**overrides["eval"], "classification": {
         "constrained": False, "scoring": ["greedy"], "answers": "constrained"}}})

@@ -78,9 +78,9 @@ def evaluate(backend: EvalBackend, records: Sequence[dict[str, Any]], settings: 
     recipe = settings.prompt
     if recipe is not None:  # what the prompted version sends: the shots before every row's user turn
         conversations = [recipe.apply(c) for c in conversations]
-    answer = _answerer(backend, settings)
-    predictions = answer(conversations)
     labelled = _answers_are_labels(settings)
+    answer = _answerer(backend, settings, labelled)
+    predictions = answer(conversations)
     generation_seconds = time.time() - started
     answers = Answers(predictions, expected, expected_fields(expected))  # refuses a count that does not match
     part, forced, ranked = None, [], []
@@ -112,11 +112,11 @@ def _answers_are_labels(settings: EvalSettings) -> bool:
     return c is not None and c.answers == "constrained" and not (recipe is not None and recipe.constraint)
 
 
-def _answerer(backend: EvalBackend, settings: EvalSettings) -> Callable[[list], list[str]]:
+def _answerer(backend: EvalBackend, settings: EvalSettings, labelled: bool) -> Callable[[list], list[str]]:
     """Free greedy generation, a constrained prompting baseline's structured decoding, or label-constrained
-    decoding (eval.classification.answers: constrained)."""
+    decoding (`labelled`: eval.classification.answers: constrained, see _answers_are_labels)."""
     recipe = settings.prompt
-    if _answers_are_labels(settings):
+    if labelled:
         allowed, what = allowed_outputs(settings.classification.field, settings.classification.labels), \
             "eval.classification.answers: constrained"
     elif recipe is not None and recipe.constraint:
