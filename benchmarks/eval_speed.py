@@ -145,7 +145,7 @@ def main(argv=None) -> int:
         output_token_ids,
     )
     from finetune_pipeline.lib.evaluation.generate import generate_batched
-    from finetune_pipeline.lib.evaluation.likelihood import label_log_probs, ranked_labels
+    from finetune_pipeline.lib.evaluation.likelihood import label_log_probs, ranked_labels, top_labels
     from finetune_pipeline.lib.models.base_models import load_for_inference, load_tokenizer, resolve_base_model
 
     load_before = os.getloadavg()
@@ -192,9 +192,11 @@ def main(argv=None) -> int:
         "int8": lambda: timed_run("int8 dynamic quantisation of Linear layers", generate(m=int8())),
         "constrained": lambda: timed_run("constrained to the labels (decoded, no reuse)", lambda: generate_constrained(
             model, tokenizer, conversations, allowed, batch_size=batch)),
-        "likelihood": lambda: timed_run("likelihood of all 77 labels (top-1)", lambda: [
+        "likelihood": lambda: timed_run("likelihood of all 77 labels, every label scored (top-1)", lambda: [
             json.dumps({"category": top[0]}) for top in
             ranked_labels(label_log_probs(model, tokenizer, conversations, allowed), labels, 1)]),
+        "likelihood-top3": lambda: timed_run("likelihood, exact top 3, scoring only what decides it", lambda: [
+            json.dumps({"category": labels[top[0]]}) for top in top_labels(model, tokenizer, conversations, allowed, 3)]),
     }
     names = args.variants.split(",")
     for name in names:

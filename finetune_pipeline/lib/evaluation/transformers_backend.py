@@ -53,8 +53,8 @@ class TransformersBackend:
     def rank_labels(self, conversations, field, labels, k):
         """Each conversation's k most likely labels, best first (see lib/evaluation/likelihood.py)."""
         from finetune_pipeline.lib.evaluation.classification import allowed_outputs
-        from finetune_pipeline.lib.evaluation.likelihood import label_log_probs, ranked_labels
+        from finetune_pipeline.lib.evaluation.likelihood import top_labels
 
         model, tokenizer = self._loaded()
-        return ranked_labels(label_log_probs(model, tokenizer, conversations, allowed_outputs(field, labels)),
-                             labels, k)
+        return [[labels[j] for j in top] for top in
+                top_labels(model, tokenizer, conversations, allowed_outputs(field, labels), k)]
