@@ -198,7 +198,7 @@ def main(argv=None) -> int:
                         "the base model and the baselines, which decode every row under the constraint)")
     p.add_argument("--scoring", default="constrained",
                    help="label scoring beside free generation, comma-separated: constrained, likelihood (default "
-                        "constrained; likelihood scores all 77 labels per row, about 3x the time of free generation)")
+                        "constrained; likelihood ranks each row's exact top 3 of the 77 labels by log-probability)")
     p.add_argument("--base-fast", action="store_true",
                    help="evaluate the base model and the baselines with label decoding only (answers: constrained): "
                         "no free generation, which on the base model runs to max_new_tokens on every row")
