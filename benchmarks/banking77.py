@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> dict:
     # The leaderboard ranks evals made with the same settings: with --no-base-constrained the base and the
     # baselines were evaluated without the constrained pass, so it holds the fine-tuned version alone and
     # gives no verdict.
-    board = Leaderboard.load(promotion_stages.leaderboard(cfg, evals, list(versions.values()), general=suite).dir)
+    # With --fast-only the fine-tuned version's only eval is the fast one: rank that.
+    board = Leaderboard.load(promotion_stages.leaderboard(fast_cfg if args.fast_only else cfg, evals,
+                                                          list(versions.values()), general=suite).dir)
     return {"cfg": cfg, "dataset": dataset.info, "adapter": adapter.info, "reports": reports, "times": times,
             "artifacts": str(artifacts), "total": time.time() - t0, "board": board, "versions": versions}
 
