@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> dict:
         **overrides["eval"], "classification": {"constrained": False, "scoring": base_scoring or ["greedy"],
                                                 "answers": "free"}}})
     # The fast eval: the main answers decoded under the label set, no free generation (and no second pass).
-    fast_cfg = load_config(args.config, {**overrides, "eval": {**overrides["eval"], "classification": {
+    # --fast-dtype bfloat16: the fast eval also in bf16 weights (eval.dtype), the reference evals stay as configured.
+    fast_dtype = {"dtype": args.fast_dtype} if args.fast_dtype else {}
+    fast_cfg = load_config(args.config, {**overrides, "eval": {**overrides["eval"], **fast_dtype, "classification": {
         "constrained": False, "scoring": ["greedy"], "answers": "constrained"}}})
     if args.base_fast:
         base_cfg = fast_cfg
@@ -135,7 +137,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def _passes(cfg) -> str:
     c = cfg.eval.classification
-    return " + ".join(["label decoding" if c.answers == "constrained" else "free", *c.passes()])
+    dtype = f", {cfg.eval.dtype}" if cfg.eval.dtype != "model" else ""
+    return " + ".join(["label decoding" if c.answers == "constrained" else "free", *c.passes()]) + dtype
 
 
 def table(result: dict) -> str:
@@ -207,6 +210,9 @@ def main(argv=None) -> int:
     p.add_argument("--fast-only", action="store_true",
                    help="evaluate the fine-tuned version with label decoding only (answers: constrained), not also "
                         "with free generation and the --scoring passes")
+    p.add_argument("--fast-dtype", default=None, choices=["float32", "bfloat16"],
+                   help="weights dtype of the fine-tuned model's fast eval (eval.dtype; default: the config's); the "
+                        "free-generation eval it is compared with keeps the config's")
     p.add_argument("--versions", default="base,baselines,finetuned",
                    help="which versions to evaluate, comma-separated (default base,baselines,finetuned)")
     p.add_argument("--no-baselines", dest="versions", action="store_const", const="base,finetuned",
@@ -226,16 +232,21 @@ def main(argv=None) -> int:
         print(f"fine-tuned eval of {fast['metrics']['n']} rows, label decoding only (--fast-only): "
               f"{fast['eval_seconds']}s")
     if r:
-        print(f"fine-tuned eval: free generation {r.get('generation_seconds')}s; constrained "
-              f"{r.get('classification', {}).get('constrained_seconds')}s, of which "
-              f"{r.get('classification', {}).get('constrained_reused')} answers reused from free generation; "
-              f"likelihood {r.get('classification', {}).get('likelihood_seconds')}s")
+        c = r.get("classification", {})
+        parts = [f"free generation {r.get('generation_seconds')}s"]
+        if c.get("constrained_seconds") is not None:
+            parts.append(f"constrained {c['constrained_seconds']}s, of which {c.get('constrained_reused')} answers "
+                         "reused from free generation")
+        if c.get("likelihood_seconds") is not None:
+            parts.append(f"likelihood {c['likelihood_seconds']}s")
+        print(f"fine-tuned eval: {'; '.join(parts)}")
         rm, fm = r["metrics"], fast["metrics"]
         print(f"fine-tuned eval of {fm['n']} rows, fast (label decoding, answers: constrained): "
               f"{fast['eval_seconds']}s vs free generation's {r['generation_seconds']}s: "
               f"{r['generation_seconds'] / fast['eval_seconds']:.2f}x faster; accuracy "
-              f"{100 * fm['classification/accuracy']:.1f}% vs {100 * rm['classification/accuracy']:.1f}% (free) and "
-              f"{100 * rm.get('constrained/accuracy', float('nan')):.1f}% (constrained after free)")
+              f"{100 * fm['classification/accuracy']:.1f}% vs {100 * rm['classification/accuracy']:.1f}% (free)"
+              + (f" and {100 * rm['constrained/accuracy']:.1f}% (constrained after free)"
+                 if "constrained/accuracy" in rm else ""))
     print(f"training: {a.get('steps')} steps, final train loss {a.get('final_loss')}, eval loss {a.get('eval_loss')}, "
           f"{a.get('tokens_per_second')} non-pad tokens/s, stopped early: {a.get('stopped_early')}")
     print(f"\n{table(result)}\n")

@@ -17,7 +17,7 @@ def test_banking77_benchmark_prints_baselines_forgetting_and_the_verdict(tmp_pat
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.main(["--base-model", "tiny-random", "--limit", "20", "--epochs", "0.05", "--quiet",
-                       "--artifacts", str(tmp_path / "artifacts")]) == 0
+                       "--artifacts", str(tmp_path / "artifacts"), "--fast-dtype", "bfloat16"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["test_rows"] == 20 and list(summary["baselines_accuracy"]) == ["prompt-tiny-random-10shot-" +
@@ -28,5 +28,7 @@ def test_banking77_benchmark_prints_baselines_forgetting_and_the_verdict(tmp_pat
     # The fine-tuned version is evaluated a second time the fast way, on the same rows, and the two compared.
     assert "fine-tuned (LoRA), label decoding (answers: constrained, no free pass)" in table
     assert "fine-tuned eval of 20 rows, fast (label decoding" in out
+    # --fast-dtype: the fast eval alone in bf16; the free eval it is compared with keeps the config's dtype.
+    assert "eval finetuned (label decoding, bfloat16) done" in out and "eval finetuned (free + constrained) done" in out
     assert 0 <= summary["fast_accuracy"] <= 1 and summary["fast_speedup"] > 0
     assert "verdict:" in out and "Forgetting: " in out.split("verdict:", 1)[1]
